@@ -1,0 +1,138 @@
+"""From a composed config to the objects of a run: data module, encoder, LightningModule, Trainer.
+
+Every default comes from the config; this module only wires. Values the user can get wrong are
+checked first (`validate`), so a bad command line fails before anything is built or written.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from rnnexp.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# keys of a data node that describe the task for configs and tools, not constructor arguments
+DATA_META_KEYS = ("name", "metric", "metric_mode")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULERS = ("none", "cosine", "step", "plateau")
+
+
+def _positive_int(cfg: DictConfig, key: str, allow: str = "an integer > 0") -> None:
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(key, value, allow)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Reject values that would fail later with a less helpful message (or not fail at all)."""
+    from rnnexp.nn.recurrent import BACKENDS, CELL_NAMES, READOUTS
+
+    if cfg.cell.name not in CELL_NAMES:
+        raise ConfigError("cell.name", cfg.cell.name, CELL_NAMES)
+    for key in ("model.hidden_size", "model.num_layers", "data.batch_size"):
+        _positive_int(cfg, key)
+    max_epochs, max_steps = cfg.trainer.max_epochs, cfg.trainer.max_steps
+    if max_epochs == 0 or max_epochs < -1 or (max_epochs == -1 and max_steps <= 0):
+        raise ConfigError("trainer.max_epochs", max_epochs, "an integer > 0, or -1 with trainer.max_steps > 0")
+    if max_steps == 0 or max_steps < -1:
+        raise ConfigError("trainer.max_steps", max_steps, "an integer > 0, or -1 for no step limit")
+    dropout = cfg.model.dropout
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
+        raise ConfigError("model.dropout", dropout, "a number in [0, 1)")
+    if cfg.model.readout not in READOUTS:
+        raise ConfigError("model.readout", cfg.model.readout, READOUTS)
+    if cfg.model.backend not in BACKENDS:
+        raise ConfigError("model.backend", cfg.model.backend, BACKENDS)
+    if cfg.optimizer.name not in OPTIMIZERS:
+        raise ConfigError("optimizer.name", cfg.optimizer.name, OPTIMIZERS)
+    lr = cfg.optimizer.lr
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ConfigError("optimizer.lr", lr, "a number > 0, e.g. optimizer.lr=1e-3")
+    if cfg.scheduler.name not in SCHEDULERS:
+        raise ConfigError("scheduler.name", cfg.scheduler.name, SCHEDULERS)
+    clip = cfg.trainer.gradient_clip_val
+    if clip is not None and (not isinstance(clip, (int, float)) or clip < 0):
+        raise ConfigError("trainer.gradient_clip_val", clip, "a number >= 0 (0 = no clipping)")
+
+
+def build_datamodule(cfg: DictConfig):
+    node = OmegaConf.to_container(cfg.data, resolve=True)
+    for key in DATA_META_KEYS:
+        node.pop(key, None)
+    if isinstance(node.get("system_dirs"), dict):  # per-data-set folders: keep this data set's
+        node["system_dirs"] = node["system_dirs"].get(node.get("dataset"), [])
+    return instantiate(node, _convert_="all")
+
+
+def build_encoder(cfg: DictConfig, task):
+    from rnnexp.nn.recurrent import RecurrentEncoder, cell_spec_from_config
+
+    spec = cell_spec_from_config(cfg.cell)
+    encoder = RecurrentEncoder(spec, input_size=task.input_size, hidden_size=int(cfg.model.hidden_size),
+                               num_layers=int(cfg.model.num_layers), bidirectional=bool(cfg.model.bidirectional),
+                               dropout=float(cfg.model.dropout), backend=str(cfg.model.backend))
+    return encoder
+
+
+def build_bptt(cfg: DictConfig, bidirectional: bool, seq_len: int):
+    from rnnexp.bptt import FullBPTT
+
+    if cfg.bptt.name == "full":
+        return FullBPTT()
+    from rnnexp.bptt.truncated import truncated_from_config  # the truncated-BPTT strategy
+
+    return truncated_from_config(cfg.bptt, bidirectional=bidirectional, seq_len=seq_len)
+
+
+def build_module(cfg: DictConfig, task):
+    from rnnexp.lit.module import SchedulerSpec, SequenceModel
+
+    encoder = build_encoder(cfg, task)
+    if cfg.model.compile:
+        encoder.core.compile()  # in place: parameter names (and checkpoints) stay the same
+    optimizer_node = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    optimizer_node.pop("name")
+    scheduler = None
+    if cfg.scheduler.name != "none":
+        node = OmegaConf.to_container(cfg.scheduler, resolve=True)
+        node.pop("name")
+        interval = node.pop("interval", "epoch")
+        monitor = node.pop("monitor", "val/loss")
+        scheduler = SchedulerSpec(factory=instantiate(node), interval=interval, monitor=monitor)
+    bptt = build_bptt(cfg, encoder.bidirectional, task.seq_len)
+    return SequenceModel(
+        encoder=encoder, task=task, optimizer_factory=instantiate(optimizer_node), scheduler=scheduler,
+        readout=str(cfg.model.readout), head_init=str(cfg.model.head_init),
+        report_first_n=int(cfg.evaluation.report_first_n), bptt=bptt,
+        gradient_clip_val=float(cfg.trainer.gradient_clip_val or 0.0),
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def build_callbacks(cfg: DictConfig) -> list:
+    callbacks = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is None or "_target_" not in node:
+            continue
+        if name == "progress_bar" and not cfg.trainer.enable_progress_bar:
+            continue
+        callbacks.append(instantiate(node))
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    return [instantiate(node) for node in (cfg.get("logger") or {}).values() if node and "_target_" in node]
+
+
+def build_trainer(cfg: DictConfig, callbacks: list, loggers: list, manual_optimization: bool):
+    node = OmegaConf.to_container(cfg.trainer, resolve=True)
+    clip = node.pop("gradient_clip_val", 0.0) or 0.0
+    # Under manual optimisation (truncated BPTT) Lightning refuses to clip: the module does it.
+    if clip and not manual_optimization:
+        node["gradient_clip_val"] = clip
+    return instantiate(node, callbacks=callbacks, logger=loggers or False)

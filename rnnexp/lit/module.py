@@ -1,0 +1,154 @@
+"""The LightningModule that wraps any encoder: head and loss chosen by the task kind, metrics,
+optimizer and scheduler from config, and a swappable BPTT strategy for the training step."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from torch import nn
+
+from rnnexp.bptt import FullBPTT
+from rnnexp.data.task import TaskSpec
+from rnnexp.nn.recurrent import RecurrentEncoder, readout
+
+
+@dataclass
+class SchedulerSpec:
+    """A partially-applied torch scheduler and how Lightning should step it."""
+
+    factory: Callable
+    interval: str = "epoch"  # "epoch" | "step"
+    monitor: str = "val/loss"  # only ReduceLROnPlateau reads it
+
+
+class SequenceModel(pl.LightningModule):
+    def __init__(self, encoder: RecurrentEncoder, task: TaskSpec, optimizer_factory: Callable,
+                 scheduler: SchedulerSpec | None = None, readout: str = "final_state",
+                 head_init: str = "default", report_first_n: int = 0, bptt=None,
+                 gradient_clip_val: float = 0.0, run_config: dict | None = None):
+        super().__init__()
+        # The full resolved config rides in every checkpoint (plain types only, so it loads with
+        # weights_only=True) and lets `rnnexp-eval` rebuild the same architecture.
+        self.save_hyperparameters({"run_config": run_config or {}}, logger=False)
+        self.encoder = encoder
+        self.task = task
+        self.readout_kind = readout
+        self.head = nn.Linear(encoder.output_size, task.output_size)
+        if head_init == "normal":
+            # tf.random_normal in the seed's examples: weights and biases ~ N(0, 1).
+            nn.init.normal_(self.head.weight)
+            nn.init.normal_(self.head.bias)
+        self.optimizer_factory = optimizer_factory
+        self.scheduler_spec = scheduler
+        self.report_first_n = int(report_first_n)
+        self.bptt = bptt or FullBPTT()
+        self.automatic_optimization = self.bptt.automatic_optimization
+        self.gradient_clip_val = float(gradient_clip_val)  # used by manual-optimisation strategies
+
+        metric = task.main_metric
+        if task.is_classification:
+            def make():
+                return torchmetrics.classification.MulticlassAccuracy(task.output_size, average="micro")
+            self.best_val = torchmetrics.MaxMetric()
+        else:
+            def make():
+                return torchmetrics.MeanSquaredError()
+            self.best_val = torchmetrics.MinMetric()
+        self.train_metric, self.val_metric, self.test_metric = make(), make(), make()
+        self.metric_name = metric
+        self.register_buffer("_first_n_correct", torch.zeros((), dtype=torch.long), persistent=False)
+        self._test_seen = 0
+
+    # -- model ----------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, state=None):
+        """prediction [B, C] (or [B, T, C] for per-step tasks, [B] for regression), final state."""
+        outputs, state = self.encoder(x, state)
+        if self.task.kind == "classify_each":
+            return self.head(outputs), state
+        features = readout(outputs, state, self.readout_kind, self.encoder.num_layers, self.encoder.bidirectional)
+        prediction = self.head(features)
+        if self.task.kind == "regress_last":
+            prediction = prediction.squeeze(-1)
+        return prediction, state
+
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.task.kind == "regress_last":
+            return F.mse_loss(prediction, target)
+        if self.task.kind == "classify_each":
+            return F.cross_entropy(prediction.reshape(-1, prediction.shape[-1]), target.reshape(-1))
+        return F.cross_entropy(prediction, target)
+
+    def _scored(self, prediction: torch.Tensor, target: torch.Tensor):
+        """The (prediction, target) pairs the main metric scores."""
+        if self.task.kind == "classify_each":
+            n = self.task.scored_last_steps or target.shape[1]
+            prediction, target = prediction[:, -n:], target[:, -n:]
+            return prediction.reshape(-1, prediction.shape[-1]), target.reshape(-1)
+        return prediction, target
+
+    # -- training -------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        return self.bptt.training_step(self, batch, batch_idx)
+
+    def log_train_step(self, loss: torch.Tensor, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        # Tensors, not floats: Lightning reduces them lazily, so no per-step .item() sync here.
+        self.last_batch = (loss.detach(), prediction.detach(), target)  # for StepPrinter
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True)
+        self.train_metric.update(*self._scored(prediction.detach(), target))
+        self.log(f"train/{self.metric_name}", self.train_metric, on_step=False, on_epoch=True)
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def _evaluate(self, batch, stage: str, metric: torchmetrics.Metric):
+        x, y = batch
+        prediction, _ = self(x)
+        loss = self.loss(prediction, y)
+        metric.update(*self._scored(prediction, y))
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=len(x))
+        self.log(f"{stage}/{self.metric_name}", metric, on_epoch=True, prog_bar=stage == "val")
+        if math.isfinite(self.task.baseline):
+            self.log(f"{stage}/{self.metric_name}_baseline", self.task.baseline, on_epoch=True)
+        return prediction
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, "val", self.val_metric)
+
+    def on_validation_epoch_end(self):
+        if self.trainer.sanity_checking:  # a partial pass over val must not count as "best"
+            return
+        self.best_val.update(self.val_metric.compute())
+        self.log(f"hp/val_{self.metric_name}_best", self.best_val.compute())
+
+    def on_test_epoch_start(self):
+        self._first_n_correct.zero_()
+        self._test_seen = 0
+
+    def test_step(self, batch, batch_idx):
+        prediction = self._evaluate(batch, "test", self.test_metric)
+        if self.report_first_n and self._test_seen < self.report_first_n:
+            # The seed's TensorFlow examples report accuracy on the first 128 test images only.
+            take = self.report_first_n - self._test_seen
+            correct = prediction[:take].argmax(-1) == batch[1][:take]
+            self._first_n_correct += correct.sum()
+        self._test_seen += len(batch[0])
+
+    def on_test_epoch_end(self):
+        self.log(f"hp/test_{self.metric_name}", self.test_metric.compute())
+        if self.report_first_n:
+            seen = min(self._test_seen, self.report_first_n)
+            self.log(f"test/acc_first{self.report_first_n}", self._first_n_correct.float() / max(seen, 1))
+
+    # -- optimisation ---------------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_spec is None:
+            return optimizer
+        scheduler = self.scheduler_spec.factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {
+            "scheduler": scheduler, "interval": self.scheduler_spec.interval,
+            "monitor": self.scheduler_spec.monitor}}

@@ -1,0 +1,1 @@
+"""Recurrent encoders: cells x direction x depth on a chosen backend."""
