@@ -59,15 +59,41 @@ def hp_metric_names(metric: str) -> list[str]:
 
 
 def write_hparams_summary(writer, hparams: dict, metric_names: list[str]) -> None:
-    """Write the HParams plugin's three summaries without placeholder metric values.
+    """Write the HParams plugin's experiment and session-start summaries, with no metric values.
 
     Lightning's TensorBoardLogger.log_hyperparams would also log each metric once with a dummy
-    value (hence the familiar hp_metric = -1); here the columns are declared and the real values
-    arrive as the run logs them.
+    value (hence the familiar hp_metric = -1), and torch's `hparams()` turns bools into numbers;
+    here the types are kept and the metric columns are only declared: their real values arrive as
+    ordinary scalars as the run logs them.
     """
-    from torch.utils.tensorboard.summary import hparams as hparams_summary
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.compat.proto.tensor_pb2 import TensorProto
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
-    experiment, session_start, session_end = hparams_summary(hparams, {m: 0.0 for m in metric_names})
+    def data_type(value):
+        if isinstance(value, bool):
+            return api_pb2.DATA_TYPE_BOOL
+        if isinstance(value, (int, float)):
+            return api_pb2.DATA_TYPE_FLOAT64
+        return api_pb2.DATA_TYPE_STRING
+
+    experiment = api_pb2.Experiment(
+        hparam_infos=[api_pb2.HParamInfo(name=k, type=data_type(v)) for k, v in hparams.items()],
+        metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=m)) for m in metric_names])
+    session_start = plugin_data_pb2.SessionStartInfo()
+    for key, value in hparams.items():
+        if isinstance(value, bool):
+            session_start.hparams[key].bool_value = value
+        elif isinstance(value, (int, float)):
+            session_start.hparams[key].number_value = value
+        else:
+            session_start.hparams[key].string_value = str(value)
+
     file_writer = writer._get_file_writer()
-    for summary in (experiment, session_start, session_end):
+    for tag, data in ((metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment)),
+                      (metadata.SESSION_START_INFO_TAG,
+                       plugin_data_pb2.HParamsPluginData(session_start_info=session_start))):
+        summary = Summary(value=[Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(data),
+                                               tensor=TensorProto(dtype="DT_FLOAT"))])
         file_writer.add_summary(summary)
+    file_writer.flush()

@@ -31,7 +31,18 @@ def _overrides_of(cfg: DictConfig) -> list[str]:
         return []
 
 
+def quiet_library_noise() -> None:
+    """Drop two messages that say nothing about the run: Lightning's product tip and a
+    deprecation inside Lightning's own pytree helper."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+        lambda record: "Tip:" not in str(record.msg))
+
+
 def train(cfg: DictConfig) -> dict:
+    quiet_library_noise()
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     record = RunRecord(run_dir, name=str(cfg.name), overrides=_overrides_of(cfg),
@@ -117,7 +128,7 @@ def _train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict:
 def _announce(cfg: DictConfig, record: dict, metric: str) -> None:
     from rich.console import Console
 
-    console = Console(stderr=False, highlight=False)
+    console = Console(stderr=False, highlight=False, soft_wrap=True)
     value = record["metrics"].get(f"test/{metric}")
     shown = "n/a" if value is None else (f"{value:.4f}" if metric == "acc" else f"{value:.3e}")
     console.print(f"[bold]test/{metric}[/bold] = {shown}   ({record['name']}, {record['global_step']} steps, "

@@ -71,6 +71,8 @@ class SequenceModel(pl.LightningModule):
         outputs, state = self.encoder(x, state)
         if self.task.kind == "classify_each":
             return self.head(outputs), state
+        if self.task.kind == "regress_each":
+            return self.head(outputs).squeeze(-1), state
         features = readout(outputs, state, self.readout_kind, self.encoder.num_layers, self.encoder.bidirectional)
         prediction = self.head(features)
         if self.task.kind == "regress_last":
@@ -78,7 +80,7 @@ class SequenceModel(pl.LightningModule):
         return prediction, state
 
     def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.task.kind == "regress_last":
+        if self.task.kind in ("regress_last", "regress_each"):
             return F.mse_loss(prediction, target)
         if self.task.kind == "classify_each":
             return F.cross_entropy(prediction.reshape(-1, prediction.shape[-1]), target.reshape(-1))
@@ -90,11 +92,20 @@ class SequenceModel(pl.LightningModule):
             n = self.task.scored_last_steps or target.shape[1]
             prediction, target = prediction[:, -n:], target[:, -n:]
             return prediction.reshape(-1, prediction.shape[-1]), target.reshape(-1)
+        if self.task.kind == "regress_each":
+            n = self.task.scored_last_steps or target.shape[1]
+            return prediction[:, -n:].reshape(-1), target[:, -n:].reshape(-1)
         return prediction, target
 
     # -- training -------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         return self.bptt.training_step(self, batch, batch_idx)
+
+    def on_train_epoch_end(self):
+        # Under manual optimisation Lightning steps no LR scheduler: the BPTT strategy does.
+        hook = getattr(self.bptt, "on_train_epoch_end", None)
+        if hook is not None:
+            hook(self)
 
     def log_train_step(self, loss: torch.Tensor, prediction: torch.Tensor, target: torch.Tensor) -> None:
         # Tensors, not floats: Lightning reduces them lazily, so no per-step .item() sync here.
@@ -113,6 +124,8 @@ class SequenceModel(pl.LightningModule):
         self.log(f"{stage}/{self.metric_name}", metric, on_epoch=True, prog_bar=stage == "val")
         if math.isfinite(self.task.baseline):
             self.log(f"{stage}/{self.metric_name}_baseline", self.task.baseline, on_epoch=True)
+        if math.isfinite(self.task.loss_baseline):
+            self.log(f"{stage}/loss_baseline", self.task.loss_baseline, on_epoch=True)
         return prediction
 
     def validation_step(self, batch, batch_idx):
