@@ -1,0 +1,1 @@
+"""Data modules. Each declares a TaskSpec so the LightningModule can pick head, loss and metrics."""

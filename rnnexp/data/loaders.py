@@ -1,0 +1,65 @@
+"""Batches straight out of in-memory tensors.
+
+A DataLoader over a TensorDataset indexes one sample at a time and re-stacks them with
+`default_collate`; here the sampler yields a whole batch of indices and the dataset answers
+with one fancy-indexing op. The per-epoch order is a pure function of (seed, epoch), so a run
+resumed from a checkpoint sees the same batches as the run left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class InMemorySequences(Dataset):
+    """inputs [N, T, F] and targets [N] or [N, T]; indexed by a batch of indices at once."""
+
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor):
+        if len(inputs) != len(targets):
+            raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
+        self.inputs, self.targets = inputs, targets
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index):
+        return self.inputs[index], self.targets[index]
+
+
+class EpochBatchSampler(Sampler[torch.Tensor]):
+    """Yields index tensors of `batch_size`; shuffled by a generator seeded with seed + epoch.
+
+    Lightning calls `set_epoch` at the start of every training epoch.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False):
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_samples, generator=generator)
+        else:
+            order = torch.arange(self.num_samples)
+        for batch in order.split(self.batch_size):
+            if self.drop_last and len(batch) < self.batch_size:
+                return
+            yield batch
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.num_samples, self.batch_size)
+        return full + (0 if self.drop_last or rest == 0 else 1)
+
+
+def batch_loader(dataset: InMemorySequences, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    # batch_size=None: the sampler already yields batches, so no per-sample collate happens.
+    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=seed)
+    return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
