@@ -9,17 +9,16 @@ from __future__ import annotations
 import logging
 import math
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rnnexp.errors import ConfigError
+from rnnexp.errors import ConfigError, RnnexpError
 
 log = logging.getLogger(__name__)
 
 # keys of a data node that describe the task for configs and tools, not constructor arguments
 DATA_META_KEYS = ("name", "metric", "metric_mode")
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-SCHEDULERS = ("none", "cosine", "step", "plateau")
 
 
 def _positive_int(cfg: DictConfig, key: str, allow: str = "an integer > 0") -> None:
@@ -30,7 +29,8 @@ def _positive_int(cfg: DictConfig, key: str, allow: str = "an integer > 0") -> N
 
 def validate(cfg: DictConfig) -> None:
     """Reject values that would fail later with a less helpful message (or not fail at all)."""
-    from rnnexp.nn.recurrent import BACKENDS, CELL_NAMES, READOUTS
+    from rnnexp.choices import (BACKENDS, CELL_NAMES, DATASETS, HEAD_INITS, OPTIMIZERS, ORDERS, READOUTS,
+                                SCHEDULERS, SOURCES)
 
     if cfg.cell.name not in CELL_NAMES:
         raise ConfigError("cell.name", cfg.cell.name, CELL_NAMES)
@@ -38,7 +38,8 @@ def validate(cfg: DictConfig) -> None:
         _positive_int(cfg, key)
     max_epochs, max_steps = cfg.trainer.max_epochs, cfg.trainer.max_steps
     if max_epochs == 0 or max_epochs < -1 or (max_epochs == -1 and max_steps <= 0):
-        raise ConfigError("trainer.max_epochs", max_epochs, "an integer > 0, or -1 with trainer.max_steps > 0")
+        raise ConfigError("trainer.max_epochs", max_epochs,
+                          "an integer > 0, or -1 with trainer.max_steps > 0")
     if max_steps == 0 or max_steps < -1:
         raise ConfigError("trainer.max_steps", max_steps, "an integer > 0, or -1 for no step limit")
     dropout = cfg.model.dropout
@@ -55,6 +56,13 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("optimizer.lr", lr, "a number > 0, e.g. optimizer.lr=1e-3")
     if cfg.scheduler.name not in SCHEDULERS:
         raise ConfigError("scheduler.name", cfg.scheduler.name, SCHEDULERS)
+    if cfg.model.head_init not in HEAD_INITS:
+        raise ConfigError("model.head_init", cfg.model.head_init, HEAD_INITS)
+    _positive_int(cfg, "data.eval_batch_size")
+    if cfg.data._target_.endswith("SequenceImageDataModule"):
+        for key, allowed in (("dataset", DATASETS), ("source", SOURCES), ("order", ORDERS)):
+            if cfg.data[key] not in allowed:
+                raise ConfigError(f"data.{key}", cfg.data[key], allowed)
     clip = cfg.trainer.gradient_clip_val
     if clip is not None and (not isinstance(clip, (int, float)) or clip < 0):
         raise ConfigError("trainer.gradient_clip_val", clip, "a number >= 0 (0 = no clipping)")
@@ -66,7 +74,13 @@ def build_datamodule(cfg: DictConfig):
         node.pop(key, None)
     if isinstance(node.get("system_dirs"), dict):  # per-data-set folders: keep this data set's
         node["system_dirs"] = node["system_dirs"].get(node.get("dataset"), [])
-    return instantiate(node, _convert_="all")
+    try:
+        return instantiate(node, _convert_="all")
+    except InstantiationException as exc:
+        # Hydra wraps what the constructor raised; a ConfigError is for the user as it is.
+        if isinstance(exc.__cause__, RnnexpError):
+            raise exc.__cause__ from None
+        raise
 
 
 def build_encoder(cfg: DictConfig, task):
@@ -125,8 +139,16 @@ def build_callbacks(cfg: DictConfig) -> list:
     return callbacks
 
 
-def build_loggers(cfg: DictConfig) -> list:
-    return [instantiate(node) for node in (cfg.get("logger") or {}).values() if node and "_target_" in node]
+def build_loggers(cfg: DictConfig, purge_step: int | None = None) -> list:
+    loggers = []
+    for node in (cfg.get("logger") or {}).values():
+        if not node or "_target_" not in node:
+            continue
+        extra = {}
+        if purge_step is not None and node["_target_"].endswith("TensorBoardLogger"):
+            extra["purge_step"] = purge_step  # passed through to SummaryWriter
+        loggers.append(instantiate(node, **extra))
+    return loggers
 
 
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list, manual_optimization: bool):

@@ -32,3 +32,11 @@ class DataNotFoundError(DataError):
 
 class CheckpointError(RnnexpError):
     """A checkpoint is missing, unsafe to load, or does not fit the model."""
+
+
+class DivergenceError(RnnexpError):
+    """The loss or a gradient became NaN or infinite; the run stops before the bad step is applied."""
+
+    def __init__(self, step: int, what: str, value: float, hint: str):
+        self.step, self.what, self.value = step, what, value
+        super().__init__(f"diverged at step {step}: {what} is {value} ({hint})")

@@ -18,6 +18,8 @@ from pathlib import Path
 
 RECORD_NAME = "metrics.json"
 STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
+# a rerun into the same directory skips these (a diverged run would only diverge again)
+FINAL_STATUSES = ("completed", "diverged")
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
@@ -85,9 +87,12 @@ def git_commit() -> str:
 class RunRecord:
     """Accumulates the record and rewrites metrics.json on every `save`."""
 
-    def __init__(self, run_dir: Path, name: str, overrides: list[str], optimized_metric: str):
+    def __init__(self, run_dir: Path, name: str, overrides: list[str], optimized_metric: str,
+                 previous: dict | None = None):
         self.path = Path(run_dir) / RECORD_NAME
         self.started = time.time()
+        # a resumed run keeps its history: earlier segments' wall time and when it was resumed
+        self.earlier_wall_time = float((previous or {}).get("wall_time_s") or 0.0)
         self.data = {
             "status": "running",
             "name": name,
@@ -103,6 +108,10 @@ class RunRecord:
             "git_commit": git_commit(),
             "hostname": platform.node(),
         }
+        if previous:
+            self.data["started_at"] = previous.get("started_at", self.data["started_at"])
+            self.data["resumes"] = previous.get("resumes", []) + [{
+                "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "previous_status": previous.get("status")}]
 
     def update(self, **fields) -> "RunRecord":
         self.data.update(fields)
@@ -112,5 +121,5 @@ class RunRecord:
         if status is not None:
             assert status in STATUSES, status
             self.data["status"] = status
-        self.data["wall_time_s"] = round(time.time() - self.started, 3)
+        self.data["wall_time_s"] = round(self.earlier_wall_time + time.time() - self.started, 3)
         write_json_atomic(self.path, self.data)

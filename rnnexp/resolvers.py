@@ -33,6 +33,11 @@ def unique_dir(path: str) -> str:
     return candidate
 
 
+def claimed_dirs() -> set[str]:
+    """Run directories this process created (and may remove again if the run never started)."""
+    return set(_claimed.values())
+
+
 def register() -> None:
     if not OmegaConf.has_resolver("unique_dir"):
         OmegaConf.register_new_resolver("unique_dir", unique_dir)

@@ -2,19 +2,26 @@
 
 Only Hydra and OmegaConf are imported at module level: `--help` and `--cfg job` answer without
 loading torch or Lightning. The work happens in `rnnexp.training.train`.
+
+`rnnexp-train resume=<run dir>` continues an interrupted run in its own directory: the run's
+recorded overrides are replayed with `hydra.run.dir=<run dir>`, and `train` resumes from the
+directory's `checkpoints/last.ckpt`.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from rnnexp import resolvers  # noqa: F401  (registers ${unique_dir:...} before Hydra composes)
+from rnnexp import resolvers  # registers ${unique_dir:...} before Hydra composes
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+EXIT_BAD_INPUT, EXIT_FAILED, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 1, 3, 130
 
 
 def _in_multirun() -> bool:
@@ -27,13 +34,19 @@ def _in_multirun() -> bool:
         return False
 
 
+def _fail(message: str, code: int) -> None:
+    print(f"rnnexp-train: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
 def run_job(cfg: DictConfig) -> float:
     """Train one job; return the value a sweeper optimises.
 
-    In a multirun a failing job is recorded as failed and the sweep goes on (it returns nan);
-    a single run exits non-zero with one line that says what was wrong.
+    In a multirun a failing job is recorded (failed / diverged) and the sweep goes on (it returns
+    nan); a single run exits non-zero with one line that says what was wrong.
     """
-    from rnnexp.errors import RnnexpError
+    from rnnexp.errors import ConfigError, DataError, DivergenceError, RnnexpError
+    from rnnexp.records import read_record
     from rnnexp.training import optimized_value, train
 
     try:
@@ -42,19 +55,57 @@ def run_job(cfg: DictConfig) -> float:
         if os.environ.get("RNNEXP_DEBUG"):
             raise
         message = str(exc) if isinstance(exc, RnnexpError) else f"{type(exc).__name__}: {exc}"
-        print(f"rnnexp-train: error: {message}", file=sys.stderr)
         if _in_multirun():
-            print("rnnexp-train: the job is recorded as failed in its metrics.json; the sweep goes on "
-                  "(RNNEXP_DEBUG=1 shows the traceback)", file=sys.stderr)
+            print(f"rnnexp-train: job failed: {message}\nrnnexp-train: recorded in its metrics.json; "
+                  "the sweep goes on (RNNEXP_DEBUG=1 shows the traceback)", file=sys.stderr)
             return float("nan")
+        run_dir = str(cfg.paths.output_dir)
+        if isinstance(exc, DivergenceError):
+            record = read_record(Path(run_dir)) or {}
+            good = record.get("last_good_checkpoint") or "none was written yet"
+            print(f"rnnexp-train: stopped: {message}\nrnnexp-train: last good checkpoint: {good}", file=sys.stderr)
+            sys.exit(EXIT_DIVERGED)
+        if isinstance(exc, (ConfigError, DataError)) and run_dir in resolvers.claimed_dirs():
+            # A bad command line trained nothing: remove the directory this process just created,
+            # so outputs/runs holds runs, not typos.
+            shutil.rmtree(run_dir, ignore_errors=True)
         if not isinstance(exc, RnnexpError):
-            print("rnnexp-train: set RNNEXP_DEBUG=1 for the full traceback", file=sys.stderr)
-        sys.exit(2 if isinstance(exc, RnnexpError) else 1)
+            message += " (RNNEXP_DEBUG=1 shows the traceback)"
+        _fail(message, EXIT_BAD_INPUT if isinstance(exc, RnnexpError) else EXIT_FAILED)
+
+
+def resume_arguments(argv: list[str]) -> list[str]:
+    """Rewrite `resume=<run dir>` into that run's own overrides plus `hydra.run.dir=<run dir>`."""
+    import yaml
+
+    resume = [a for a in argv if a.startswith("resume=")]
+    if not resume:
+        return argv
+    others = [a for a in argv if not a.startswith("resume=")]
+    if len(resume) > 1 or others:
+        _fail("resume=<run dir> takes no other arguments: the run continues with its own recorded "
+              f"config (got {' '.join(others or resume[1:])})", EXIT_BAD_INPUT)
+    run_dir = Path(resume[0].split("=", 1)[1]).expanduser()
+    if not run_dir.is_dir():
+        _fail(f"resume={run_dir}: no such run directory", EXIT_BAD_INPUT)
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    if not overrides_file.is_file():
+        _fail(f"resume={run_dir}: not an rnnexp run directory (no .hydra/overrides.yaml)", EXIT_BAD_INPUT)
+    if not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        _fail(f"resume={run_dir}: holds no checkpoints/last.ckpt to resume from; start a new run "
+              "instead", EXIT_BAD_INPUT)
+    overrides = yaml.safe_load(overrides_file.read_text()) or []
+    return [*overrides, f"hydra.run.dir={run_dir.resolve()}"]
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float:
+def _hydra_main(cfg: DictConfig) -> float:
     return run_job(cfg)
+
+
+def main() -> None:
+    sys.argv = [sys.argv[0], *resume_arguments(sys.argv[1:])]
+    _hydra_main()
 
 
 if __name__ == "__main__":

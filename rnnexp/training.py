@@ -2,18 +2,24 @@
 
 `train(cfg)` is what `rnnexp-train` calls for each job and what the tests call directly on a
 composed config; it returns the run record (the content of metrics.json).
+
+A run directory that already holds a run is continued, never overwritten: a record that says
+`completed` (or `diverged`) is returned as it is, and a `checkpoints/last.ckpt` is resumed from.
+That is how `resume=<run dir>` and rerunning a sweep into its own directory work.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from rnnexp.records import RunRecord, finite_or_none, to_float
+from rnnexp.errors import DivergenceError
+from rnnexp.records import FINAL_STATUSES, RunRecord, finite_or_none, read_record, to_float
 
 log = logging.getLogger(__name__)
 
@@ -32,31 +38,66 @@ def _overrides_of(cfg: DictConfig) -> list[str]:
 
 
 def quiet_library_noise() -> None:
-    """Drop two messages that say nothing about the run: Lightning's product tip and a
-    deprecation inside Lightning's own pytree helper."""
+    """Drop messages that say nothing about the run: Lightning's product tip, a deprecation inside
+    Lightning's own pytree helper, and its mid-epoch resume warning (ExactResume handles that)."""
     import warnings
 
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended.*")
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
         lambda record: "Tip:" not in str(record.msg))
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints" / "last.ckpt"
+
+
+def is_global_rank_zero() -> bool:
+    """False only in the extra processes of a distributed run: Lightning's DDP launcher, torchrun
+    and SLURM start each of them with its rank in the environment, before anything is built."""
+    return all(int(os.environ.get(var, "0")) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+class _UnsavedRecord(RunRecord):
+    """Ranks > 0 of a distributed run share rank 0's run directory: one metrics.json, rank 0's."""
+
+    def save(self, status: str | None = None) -> None:
+        if status is not None:
+            self.data["status"] = status
 
 
 def train(cfg: DictConfig) -> dict:
     quiet_library_noise()
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    record = RunRecord(run_dir, name=str(cfg.name), overrides=_overrides_of(cfg),
-                       optimized_metric=str(cfg.optimized_metric))
+    previous = read_record(run_dir)
+    if previous and previous.get("status") in FINAL_STATUSES:
+        log.warning("%s already %s: nothing to do (its record and checkpoints are left as they are)",
+                    run_dir, previous["status"])
+        return previous
+    resume_from = last_checkpoint(run_dir) if last_checkpoint(run_dir).is_file() else None
+    record_type = RunRecord if is_global_rank_zero() else _UnsavedRecord
+    record = record_type(run_dir, name=str(cfg.name), overrides=_overrides_of(cfg),
+                       optimized_metric=str(cfg.optimized_metric), previous=previous if resume_from else None)
+    built: dict = {}
     try:
-        return _train(cfg, run_dir, record)
+        return _train(cfg, run_dir, record, resume_from, built)
+    except DivergenceError as exc:
+        good = last_checkpoint(run_dir)
+        record.update(error=str(exc), diverged_at_step=exc.step,
+                      last_good_checkpoint=str(good) if good.is_file() else None)
+        record.save("diverged")
+        raise
     except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        record.update(error=f"{type(exc).__name__}: {exc}")
-        record.save(status)
+        interrupted = isinstance(exc, KeyboardInterrupt) or any(
+            getattr(cb, "interrupted", False) for cb in built.get("callbacks", []))
+        record.update(error=f"{type(exc).__name__}: {exc}" if not interrupted else "interrupted (Ctrl-C); "
+                      "continue with rnnexp-train resume=" + str(run_dir))
+        record.save("interrupted" if interrupted else "failed")
         raise
 
 
-def _train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict:
+def _train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume_from: Path | None, built: dict) -> dict:
     from rnnexp.build import validate
 
     validate(cfg)  # before torch is even imported: a bad command line fails fast
@@ -77,29 +118,36 @@ def _train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict:
         raise ValueError(f"data.metric={cfg.data.metric!r} but the {task.kind} task is scored by "
                          f"{task.main_metric!r}; fix conf/data/{cfg.data.name}.yaml")
     module = build_module(cfg, task)
-    callbacks, loggers = build_callbacks(cfg), build_loggers(cfg)
+    resume_step = 0
+    if resume_from is not None:
+        from rnnexp.checkpoints import load_checkpoint
+
+        resume_step = int(load_checkpoint(resume_from).get("global_step", 0))
+        log.warning("resuming %s from %s (step %d)", run_dir, resume_from, resume_step)
+    callbacks = build_callbacks(cfg)
+    # purge_step: TensorBoard hides events a killed run logged after its last checkpoint, so the
+    # resumed curves continue without duplicates.
+    loggers = build_loggers(cfg, purge_step=resume_step if resume_from else None)
+    built["callbacks"] = callbacks
     trainer = build_trainer(cfg, callbacks, loggers, manual_optimization=not module.automatic_optimization)
 
     num_params = sum(p.numel() for p in module.parameters() if p.requires_grad)
     runtime = {"data.task": task.kind, "data.seq_len": task.seq_len, "model.num_params": num_params,
                **{k.replace("/", "."): v for k, v in datamodule.describe().items()}}
     hparams = flat_hparams(cfg, runtime)
-    for logger in loggers:
-        if isinstance(logger, pl.loggers.TensorBoardLogger):
-            write_hparams_summary(logger.experiment, hparams, hp_metric_names(task.main_metric))
+    if resume_from is None:  # the first segment already declared them
+        for logger in loggers:
+            if isinstance(logger, pl.loggers.TensorBoardLogger) and is_global_rank_zero():  # others log nothing
+                write_hparams_summary(logger.experiment, hparams, hp_metric_names(task.main_metric))
     record.update(hparams=hparams, num_params=num_params,
                   split_sizes=dict(zip(("train", "val", "test"), datamodule.split_sizes)))
     record.save("running")
 
     fit_started = time.time()
-    trainer.fit(module, datamodule=datamodule)
-    fit_seconds = time.time() - fit_started
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None,
+                weights_only=True)
+    fit_seconds = time.time() - fit_started + float(record.data.get("fit_time_s") or 0.0)
     fit_metrics = dict(trainer.callback_metrics)
-    if trainer.interrupted:
-        record.update(metrics=_scalar_metrics(fit_metrics), epochs=trainer.current_epoch,
-                      global_step=trainer.global_step)
-        record.save("interrupted")
-        return record.data
 
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
@@ -121,11 +169,12 @@ def _train(cfg: DictConfig, run_dir: Path, record: RunRecord) -> dict:
         fit_time_s=round(fit_seconds, 3),
     )
     record.save("completed")
-    _announce(cfg, record.data, task.main_metric)
+    if is_global_rank_zero():
+        _announce(record.data, task.main_metric)
     return record.data
 
 
-def _announce(cfg: DictConfig, record: dict, metric: str) -> None:
+def _announce(record: dict, metric: str) -> None:
     from rich.console import Console
 
     console = Console(stderr=False, highlight=False, soft_wrap=True)
@@ -133,8 +182,7 @@ def _announce(cfg: DictConfig, record: dict, metric: str) -> None:
     shown = "n/a" if value is None else (f"{value:.4f}" if metric == "acc" else f"{value:.3e}")
     console.print(f"[bold]test/{metric}[/bold] = {shown}   ({record['name']}, {record['global_step']} steps, "
                   f"{record['fit_time_s']:.1f} s)")
-    first = [k for k in record["metrics"] if k.startswith("test/acc_first")]
-    for key in first:
+    for key in [k for k in record["metrics"] if k.startswith("test/acc_first")]:
         console.print(f"[bold]{key}[/bold] = {record['metrics'][key]:.4f}")
     console.print(f"run directory: {record['run_dir']}")
     console.print(f"tensorboard:   tensorboard --logdir {record['run_dir']}")

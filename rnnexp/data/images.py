@@ -19,11 +19,11 @@ from rnnexp.data.base import InMemoryDataModule, seeded_split
 from rnnexp.data.loaders import InMemorySequences
 from rnnexp.data.sources import load_raw
 from rnnexp.data.task import TaskSpec
+from rnnexp.choices import ORDERS
 from rnnexp.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-ORDERS = ("row", "pixel", "permuted")
 
 
 def pixel_permutation(seed: int) -> torch.Tensor:

@@ -39,6 +39,7 @@ class EpochBatchSampler(Sampler[torch.Tensor]):
         self.num_samples, self.batch_size = num_samples, batch_size
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.epoch = 0
+        self.skip_batches = 0  # set when resuming mid-epoch (rnnexp.reliability.ExactResume); used once
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -49,7 +50,10 @@ class EpochBatchSampler(Sampler[torch.Tensor]):
             order = torch.randperm(self.num_samples, generator=generator)
         else:
             order = torch.arange(self.num_samples)
-        for batch in order.split(self.batch_size):
+        skip, self.skip_batches = self.skip_batches, 0
+        for i, batch in enumerate(order.split(self.batch_size)):
+            if i < skip:
+                continue
             if self.drop_last and len(batch) < self.batch_size:
                 return
             yield batch
@@ -62,4 +66,7 @@ class EpochBatchSampler(Sampler[torch.Tensor]):
 def batch_loader(dataset: InMemorySequences, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
     # batch_size=None: the sampler already yields batches, so no per-sample collate happens.
     sampler = EpochBatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=seed)
-    return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
+    # Its own generator: DataLoader.__iter__ otherwise draws a seed from the global RNG at every
+    # epoch, which would shift dropout's random numbers between a resumed and an uninterrupted run.
+    return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0,
+                      generator=torch.Generator().manual_seed(seed))

@@ -19,12 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from rnnexp.data.idx import read_images_and_labels
+from rnnexp.choices import DATASETS, SOURCES
 from rnnexp.errors import ConfigError, DataError, DataNotFoundError
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("mnist", "fashion_mnist")
-SOURCES = ("auto", "local", "download", "bundled")
 
 # torchvision's folder name per data set: <data_dir>/<folder>/raw/<file>[.gz]
 TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}

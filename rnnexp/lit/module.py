@@ -61,6 +61,9 @@ class SequenceModel(pl.LightningModule):
                 return torchmetrics.MeanSquaredError()
             self.best_val = torchmetrics.MinMetric()
         self.train_metric, self.val_metric, self.test_metric = make(), make(), make()
+        # Saved in checkpoints, so a resumed run's "best so far" and epoch metrics carry on.
+        self.best_val.persistent(True)
+        self.train_metric.persistent(True)
         self.metric_name = metric
         self.register_buffer("_first_n_correct", torch.zeros((), dtype=torch.long), persistent=False)
         self._test_seen = 0
@@ -69,15 +72,20 @@ class SequenceModel(pl.LightningModule):
     def forward(self, x: torch.Tensor, state=None):
         """prediction [B, C] (or [B, T, C] for per-step tasks, [B] for regression), final state."""
         outputs, state = self.encoder(x, state)
+        return self.decode(outputs, state), state
+
+    def decode(self, outputs: torch.Tensor, state):
+        """The prediction from the encoder's outputs and final state (rnnexp.gradient_flow feeds
+        it an encoder unrolled step by step)."""
         if self.task.kind == "classify_each":
-            return self.head(outputs), state
+            return self.head(outputs)
         if self.task.kind == "regress_each":
-            return self.head(outputs).squeeze(-1), state
+            return self.head(outputs).squeeze(-1)
         features = readout(outputs, state, self.readout_kind, self.encoder.num_layers, self.encoder.bidirectional)
         prediction = self.head(features)
         if self.task.kind == "regress_last":
             prediction = prediction.squeeze(-1)
-        return prediction, state
+        return prediction
 
     def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.task.kind in ("regress_last", "regress_each"):
@@ -149,6 +157,7 @@ class SequenceModel(pl.LightningModule):
             correct = prediction[:take].argmax(-1) == batch[1][:take]
             self._first_n_correct += correct.sum()
         self._test_seen += len(batch[0])
+        return prediction  # read by rnnexp.figures.TestFigures (confusion matrix / scatter)
 
     def on_test_epoch_end(self):
         self.log(f"hp/test_{self.metric_name}", self.test_metric.compute())
@@ -162,6 +171,7 @@ class SequenceModel(pl.LightningModule):
         if self.scheduler_spec is None:
             return optimizer
         scheduler = self.scheduler_spec.factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {
-            "scheduler": scheduler, "interval": self.scheduler_spec.interval,
-            "monitor": self.scheduler_spec.monitor}}
+        config = {"scheduler": scheduler, "interval": self.scheduler_spec.interval}
+        if self.automatic_optimization:  # under manual optimisation the BPTT strategy reads the monitor
+            config["monitor"] = self.scheduler_spec.monitor
+        return {"optimizer": optimizer, "lr_scheduler": config}

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-CELL_NAMES = ("rnn", "irnn", "lstm", "gru")
-BACKENDS = ("native", "explicit")
-READOUTS = ("final_state", "last_output", "mean_output")
+from rnnexp.choices import BACKENDS, CELL_NAMES, READOUTS  # noqa: F401  (re-exported)
+
 ELMAN_NONLINEARITIES = ("tanh", "relu")
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]

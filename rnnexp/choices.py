@@ -1,0 +1,13 @@
+"""The values each categorical key accepts. Torch-free, so a bad command line is refused in
+well under a second, before torch or Lightning are imported."""
+
+CELL_NAMES = ("rnn", "irnn", "lstm", "gru")
+BACKENDS = ("native", "explicit")
+READOUTS = ("final_state", "last_output", "mean_output")
+HEAD_INITS = ("default", "normal")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULERS = ("none", "cosine", "step", "plateau")
+BPTT_MODES = ("full", "truncated", "seed_window")
+DATASETS = ("mnist", "fashion_mnist")
+SOURCES = ("auto", "local", "download", "bundled")
+ORDERS = ("row", "pixel", "permuted")

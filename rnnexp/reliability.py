@@ -1,0 +1,151 @@
+"""Callbacks that make a run survivable: stop cleanly on divergence, checkpoint on Ctrl-C, and
+resume mid-epoch on exactly the batches and random numbers the interrupted run would have used."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from rnnexp.errors import DivergenceError
+
+
+class DivergenceGuard(pl.Callback):
+    """Check the loss and the gradients before every optimizer step, and the weights after it
+    (every N-th step, if asked).
+
+    Raising after backward and before `optimizer.step` means a non-finite update is never applied;
+    raising after a step that overflowed the weights comes before they are checkpointed. Either
+    way every checkpoint on disk holds finite weights.
+    """
+
+    def __init__(self, check_every_n_steps: int = 1):
+        self.every = max(1, int(check_every_n_steps))
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        step = trainer.global_step
+        if step % self.every:
+            return
+        stats = getattr(pl_module, "last_batch", None)
+        if stats is not None and not bool(torch.isfinite(stats[0]).all()):
+            raise DivergenceError(step, "the training loss", float(stats[0]), self.hint(trainer, pl_module))
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if grads:
+            total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            if not bool(torch.isfinite(total)):
+                raise DivergenceError(step, "the gradient norm", float(total), self.hint(trainer, pl_module))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        # Finite gradients can still overflow the weights (lr * grad = inf). Checked before
+        # LastCheckpoint (listed after this callback) would write those weights to last.ckpt.
+        if trainer.global_step % self.every:
+            return
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(pl_module.parameters()))))
+        if not bool(torch.isfinite(norm)):
+            raise DivergenceError(trainer.global_step, "the weight norm", float(norm), self.hint(trainer, pl_module))
+
+    @staticmethod
+    def hint(trainer, pl_module) -> str:
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        return (f"lower optimizer.lr (now {lr:g}) or clip gradients with trainer.gradient_clip_val=1.0; "
+                "the last good checkpoint is checkpoints/last.ckpt")
+
+
+class LastCheckpoint(pl.Callback):
+    """Keep `checkpoints/last.ckpt` current: every N optimizer steps and at every epoch end.
+
+    One writer for one file (two ModelCheckpoints with save_last would version each other's files
+    as last-v1.ckpt). Lightning writes through an fsspec transaction: a temporary file renamed into
+    place, so a kill mid-write leaves the previous last.ckpt intact.
+    """
+
+    def __init__(self, dirpath: str, every_n_train_steps: int = 100):
+        self.path = Path(dirpath) / "last.ckpt"
+        self.every = int(every_n_train_steps)
+
+    def _save(self, trainer):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(self.path)
+
+    def on_train_start(self, trainer, pl_module):
+        # the initial weights: a run that diverges on its first steps still has a good checkpoint
+        if not self.path.is_file():
+            self._save(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.every > 0 and trainer.global_step % self.every == 0 and trainer.global_step > 0:
+            self._save(trainer)
+
+    # Epoch boundaries are saved when the next epoch starts (and when training ends), not in
+    # on_train_epoch_end: there, Lightning has not yet reset the epoch's metric states, and a
+    # checkpoint would carry them into the next epoch's averages.
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch > 0:
+            self._save(trainer)
+
+    def on_train_end(self, trainer, pl_module):
+        self._save(trainer)
+
+
+class InterruptCheckpoint(pl.Callback):
+    """On Ctrl-C, save `last.ckpt` before Lightning shuts down, so `resume=` loses nothing."""
+
+    def __init__(self, dirpath: str):
+        self.dirpath = Path(dirpath)
+        self.interrupted = False
+
+    def on_exception(self, trainer, pl_module, exception):
+        if isinstance(exception, KeyboardInterrupt) and trainer.state.fn == "fit":
+            self.interrupted = True
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+            trainer.save_checkpoint(self.dirpath / "last.ckpt")
+
+
+class ExactResume(pl.Callback):
+    """Make a resumed run continue exactly where its checkpoint left it.
+
+    - the global random-number generator (dropout) is saved with each checkpoint and restored;
+    - the position in the epoch is saved too, and a run resumed mid-epoch has its training
+      sampler skip the batches already trained on (the order is a function of seed and epoch,
+      so what remains is the same batches the uninterrupted run saw).
+    """
+
+    def __init__(self):
+        self.epoch, self.batches_done = 0, 0
+        self._restored: dict | None = None
+
+    def state_dict(self) -> dict:
+        return {"torch_rng": torch.get_rng_state(), "epoch": self.epoch, "batches_done": self.batches_done}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._restored = dict(state_dict)
+
+    def on_train_start(self, trainer, pl_module):
+        # Lightning re-enters an interrupted epoch without calling on_train_epoch_start, and
+        # draws the epoch's batches after this hook: the place to restore both.
+        restored, self._restored = self._restored, None
+        if restored is None:
+            return
+        if restored.get("torch_rng") is not None:
+            torch.set_rng_state(restored["torch_rng"])
+        if restored["epoch"] == trainer.current_epoch:
+            self.epoch, self.batches_done = trainer.current_epoch, int(restored["batches_done"])
+            sampler = getattr(trainer.train_dataloader, "sampler", None)
+            if hasattr(sampler, "skip_batches"):
+                sampler.skip_batches = self.batches_done
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.epoch, self.batches_done = trainer.current_epoch, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        # counted at the start: a checkpoint written at this batch's end includes it
+        self.batches_done += 1
+
+
+def is_finite_number(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
