@@ -67,7 +67,7 @@ class LastCheckpoint(pl.Callback):
 
     def _save(self, trainer):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # full state: resumable
 
     def on_train_start(self, trainer, pl_module):
         # the initial weights: a run that diverges on its first steps still has a good checkpoint
@@ -100,7 +100,7 @@ class InterruptCheckpoint(pl.Callback):
         if isinstance(exception, KeyboardInterrupt) and trainer.state.fn == "fit":
             self.interrupted = True
             self.dirpath.mkdir(parents=True, exist_ok=True)
-            trainer.save_checkpoint(self.dirpath / "last.ckpt")
+            trainer.save_checkpoint(self.dirpath / "last.ckpt", weights_only=False)
 
 
 class ExactResume(pl.Callback):
@@ -139,8 +139,9 @@ class ExactResume(pl.Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         self.epoch, self.batches_done = trainer.current_epoch, 0
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        # counted at the start: a checkpoint written at this batch's end includes it
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        # Runs before LastCheckpoint's hook (conf/callbacks lists it first), so a checkpoint written
+        # after this batch counts it; one written by Ctrl-C mid-batch does not.
         self.batches_done += 1
 
 

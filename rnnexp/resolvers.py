@@ -40,7 +40,9 @@ def claimed_dirs() -> set[str]:
 
 def register() -> None:
     if not OmegaConf.has_resolver("unique_dir"):
-        OmegaConf.register_new_resolver("unique_dir", unique_dir)
+        # use_cache: Hydra copies the master config's resolver cache into every job's config
+        # (OmegaConf.copy_cache), so all jobs of a sweep, in whatever process, see the same folder.
+        OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True)
 
 
 register()

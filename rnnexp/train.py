@@ -13,12 +13,17 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from rnnexp import resolvers  # registers ${unique_dir:...} before Hydra composes
+
+# conf/hydra/launcher/joblib.yaml shares its name with the plugin's schema on purpose (so a
+# misspelt launcher key is an error); Hydra 1.3 warns about that on every launch.
+warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name")
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 1, 3, 130
@@ -39,11 +44,12 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def run_job(cfg: DictConfig) -> float:
+def run_job(cfg: DictConfig) -> float | None:
     """Train one job; return the value a sweeper optimises.
 
-    In a multirun a failing job is recorded (failed / diverged) and the sweep goes on (it returns
-    nan); a single run exits non-zero with one line that says what was wrong.
+    In a multirun a failing job is recorded (failed / diverged) and the sweep goes on: it returns
+    None, which the Optuna sweeper records as a failed trial (a nan would stop the whole study);
+    a single run exits non-zero with one line that says what was wrong.
     """
     from rnnexp.errors import ConfigError, DataError, DivergenceError, RnnexpError
     from rnnexp.records import read_record
@@ -58,7 +64,7 @@ def run_job(cfg: DictConfig) -> float:
         if _in_multirun():
             print(f"rnnexp-train: job failed: {message}\nrnnexp-train: recorded in its metrics.json; "
                   "the sweep goes on (RNNEXP_DEBUG=1 shows the traceback)", file=sys.stderr)
-            return float("nan")
+            return None
         run_dir = str(cfg.paths.output_dir)
         if isinstance(exc, DivergenceError):
             record = read_record(Path(run_dir)) or {}
@@ -99,7 +105,7 @@ def resume_arguments(argv: list[str]) -> list[str]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def _hydra_main(cfg: DictConfig) -> float:
+def _hydra_main(cfg: DictConfig) -> float | None:
     return run_job(cfg)
 
 

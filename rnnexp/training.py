@@ -188,6 +188,7 @@ def _announce(record: dict, metric: str) -> None:
     console.print(f"tensorboard:   tensorboard --logdir {record['run_dir']}")
 
 
-def optimized_value(record: dict) -> float:
+def optimized_value(record: dict) -> float | None:
+    """The sweeper's objective; None when the run has no finite value (Optuna: a failed trial)."""
     value = record.get("optimized_value")
-    return float("nan") if value is None or not math.isfinite(to_float(value)) else float(value)
+    return None if value is None or not math.isfinite(to_float(value)) else float(value)

@@ -191,3 +191,30 @@ def test_resume_of_a_missing_or_empty_directory_is_refused(venv_bin, tmp_path, m
         (target / ".hydra" / "overrides.yaml").write_text("[]\n")
     result = _cli(venv_bin, [f"resume={target}"], tmp_path)
     assert result.returncode == 2 and message in result.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_records_interrupted_and_resumes_to_completion(venv_bin, tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([str(venv_bin / "rnnexp-train"), *RESUMABLE, "trainer.max_epochs=10",
+                             f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        record = run_dir / "metrics.json"
+        if record.is_file() and json.loads(record.read_text()).get("status") == "running" and \
+                (run_dir / "checkpoints" / "last.ckpt").is_file():
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)  # inside the training loop
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) != 0
+    record = _record(run_dir)
+    assert record["status"] == "interrupted" and "resume=" in record["error"]
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert 0 <= saved["global_step"] < 120
+
+    resumed = _cli(venv_bin, [f"resume={run_dir}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _record(run_dir)["status"] == "completed" and _record(run_dir)["global_step"] == 120
