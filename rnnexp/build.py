@@ -29,11 +29,16 @@ def _positive_int(cfg: DictConfig, key: str, allow: str = "an integer > 0") -> N
 
 def validate(cfg: DictConfig) -> None:
     """Reject values that would fail later with a less helpful message (or not fail at all)."""
-    from rnnexp.choices import (BACKENDS, CELL_NAMES, DATASETS, HEAD_INITS, OPTIMIZERS, ORDERS, READOUTS,
-                                SCHEDULERS, SOURCES)
+    from rnnexp.choices import (BACKENDS, CELL_NAMES, DATASETS, ELMAN_NONLINEARITIES, HEAD_INITS, OPTIMIZERS,
+                                ORDERS, READOUTS, SCHEDULERS, SOURCES)
 
     if cfg.cell.name not in CELL_NAMES:
         raise ConfigError("cell.name", cfg.cell.name, CELL_NAMES)
+    if cfg.model.backend in BACKENDS and cfg.cell.name in ("rnn", "irnn"):
+        allowed = ELMAN_NONLINEARITIES[cfg.model.backend]
+        if cfg.cell.nonlinearity not in allowed:
+            hint = "sigmoid and identity need model.backend=explicit" if cfg.model.backend == "native" else ""
+            raise ConfigError("cell.nonlinearity", cfg.cell.nonlinearity, allowed, hint=hint)
     for key in ("model.hidden_size", "model.num_layers", "data.batch_size"):
         _positive_int(cfg, key)
     max_epochs, max_steps = cfg.trainer.max_epochs, cfg.trainer.max_steps

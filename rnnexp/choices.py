@@ -3,6 +3,8 @@ well under a second, before torch or Lightning are imported."""
 
 CELL_NAMES = ("rnn", "irnn", "lstm", "gru")
 BACKENDS = ("native", "explicit")
+# Elman activations: torch's nn.RNN has only tanh and relu; the explicit cells have all four
+ELMAN_NONLINEARITIES = {"native": ("tanh", "relu"), "explicit": ("tanh", "relu", "sigmoid", "identity")}
 READOUTS = ("final_state", "last_output", "mean_output")
 HEAD_INITS = ("default", "normal")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")

@@ -137,6 +137,12 @@ BAD_INPUTS = [
     (["optimizer.lr=fast"], "optimizer.lr='fast' is not valid; allowed: a number > 0"),
     (["model.dropout=1.0"], "model.dropout=1.0 is not valid; allowed: a number in [0, 1)"),
     (["model.dropout=-0.5"], "model.dropout=-0.5 is not valid; allowed: a number in [0, 1)"),
+    (["cell=rnn", "cell.nonlinearity=sigmoid"],
+     "cell.nonlinearity='sigmoid' is not valid; allowed: tanh, relu (sigmoid and identity need model.backend=explicit)"),
+    (["data=adding", "data.seq_len=0"], "data.seq_len=0 is not valid"),
+    (["data=adding", "bptt=truncated", "bptt.k1=0"], "bptt.k1=0 is not valid"),
+    (["data=adding", "bptt=truncated", "bptt.k1=10", "bptt.k2=5"], "bptt.k2=5 is not valid"),
+    (["data=adding", "bptt=truncated", "bptt.k1=10", "model.bidirectional=true"], "bptt.name='truncated'"),
 ]
 
 
