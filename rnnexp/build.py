@@ -29,8 +29,18 @@ def _positive_int(cfg: DictConfig, key: str, allow: str = "an integer > 0") -> N
 
 def validate(cfg: DictConfig) -> None:
     """Reject values that would fail later with a less helpful message (or not fail at all)."""
-    from rnnexp.choices import (BACKENDS, CELL_NAMES, DATASETS, ELMAN_NONLINEARITIES, HEAD_INITS, OPTIMIZERS,
-                                ORDERS, READOUTS, SCHEDULERS, SOURCES)
+    from rnnexp.choices import (
+        BACKENDS,
+        CELL_NAMES,
+        DATASETS,
+        ELMAN_NONLINEARITIES,
+        HEAD_INITS,
+        OPTIMIZERS,
+        ORDERS,
+        READOUTS,
+        SCHEDULERS,
+        SOURCES,
+    )
 
     if cfg.cell.name not in CELL_NAMES:
         raise ConfigError("cell.name", cfg.cell.name, CELL_NAMES)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import FASHION_DIR, needs_fashion
+
 from rnnexp.data.idx import IMAGES_MAGIC, read_idx
 from rnnexp.data.images import SequenceImageDataModule, pixel_permutation
 from rnnexp.data.loaders import InMemorySequences

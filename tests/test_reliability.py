@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnnexp.errors import CheckpointError, ConfigError, DivergenceError
+from rnnexp.errors import CheckpointError, DivergenceError
 from rnnexp.training import train
 
 # 2 epochs x 12 batches, last.ckpt every 3 steps: long enough to be killed in the middle of epoch 1
@@ -172,7 +172,7 @@ def test_local_source_with_missing_files_names_the_folders(venv_bin, tmp_path):
     result = _cli(venv_bin, ["data.source=local", f"paths.data_dir={tmp_path}/nowhere",
                              f"paths.output_root={tmp_path}"], tmp_path)
     assert result.returncode == 2
-    assert f"data.source=local: no mnist files" in result.stderr and f"{tmp_path}/nowhere/MNIST/raw" in result.stderr
+    assert "data.source=local: no mnist files" in result.stderr and f"{tmp_path}/nowhere/MNIST/raw" in result.stderr
 
 
 def test_corrupted_data_file_is_named(venv_bin, tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rnnexp.hparams import SCHEMA, RUNTIME_KEYS
+from rnnexp.hparams import RUNTIME_KEYS, SCHEMA
 from rnnexp.training import train
 
 TINY = ["trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
@@ -132,3 +132,12 @@ def test_seed_preset_reports_first_128_accuracy_and_prints_step_lines(make_cfg, 
     assert 0.0 <= record["metrics"]["test/acc_first128"] <= 1.0
     out = capsys.readouterr().out
     assert "Step 2, Minibatch Loss=" in out and "Training Accuracy=" in out
+
+
+def test_eval_of_the_best_checkpoint_reproduces_the_recorded_test_metrics(make_cfg):
+    from rnnexp.evaluate import evaluate
+
+    record = train(make_cfg(["trainer.limit_test_batches=1.0"]))
+    metrics = evaluate(record["best"]["checkpoint"], [])
+    assert metrics["test/acc"] == pytest.approx(record["metrics"]["test/acc"], abs=1e-6)
+    assert metrics["test/loss"] == pytest.approx(record["metrics"]["test/loss"], abs=1e-5)

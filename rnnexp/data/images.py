@@ -15,11 +15,11 @@ import logging
 import numpy as np
 import torch
 
+from rnnexp.choices import ORDERS
 from rnnexp.data.base import InMemoryDataModule, seeded_split
 from rnnexp.data.loaders import InMemorySequences
 from rnnexp.data.sources import load_raw
 from rnnexp.data.task import TaskSpec
-from rnnexp.choices import ORDERS
 from rnnexp.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnexp.data.idx import read_images_and_labels
 from rnnexp.choices import DATASETS, SOURCES
+from rnnexp.data.idx import read_images_and_labels
 from rnnexp.errors import ConfigError, DataError, DataNotFoundError
 
 log = logging.getLogger(__name__)
