@@ -124,6 +124,13 @@ def test_seed_lstm_preset_is_the_tensorflow_example(make_cfg):
     assert adam.optimizer.name == "adam" and adam.trainer.max_steps == 10000
 
 
+@pytest.mark.parametrize("preset", ["seed_lstm_adam", "seed_bilstm", "fashion_lstm"])
+def test_every_preset_trains(make_cfg, preset):
+    cfg = make_cfg([f"experiment={preset}", "debug=fast", "data.source=bundled", "data.dataset=mnist",
+                    "trainer.max_steps=2", "trainer.max_epochs=1"], shrink=False)
+    assert train(cfg)["global_step"] == 2
+
+
 def test_seed_preset_reports_first_128_accuracy_and_prints_step_lines(make_cfg, capsys):
     cfg = make_cfg(["experiment=seed_lstm", "debug=fast", "data.source=bundled", "trainer.max_steps=4",
                     "callbacks.step_printer.every_n_steps=2", "trainer.limit_test_batches=1.0"], shrink=False)
