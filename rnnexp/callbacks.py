@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import TQDMProgressBar
 
 
 class StepPrinter(pl.Callback):
@@ -30,3 +31,19 @@ class StepPrinter(pl.Callback):
             line += f", Training Accuracy= {float(accuracy):.5f}"
         # print, not log: this line is for the person watching, like the seed's print statement
         pl_module.print(line)
+
+
+class TrainingProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar, showing the latest training loss without a per-step device sync.
+
+    A value logged with `prog_bar=True` on every step is turned into a Python number by Lightning
+    after every batch, bar drawn or not (a `.item()`: on a GPU, a wait for the device). This bar
+    reads the module's last batch loss only when it redraws, every `refresh_rate` batches.
+    """
+
+    def get_metrics(self, trainer, pl_module):
+        metrics = super().get_metrics(trainer, pl_module)
+        stats = getattr(pl_module, "last_batch", None)
+        if stats is not None:
+            metrics["train/loss_step"] = float(stats[0])
+        return metrics

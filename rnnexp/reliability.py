@@ -17,12 +17,13 @@ class DivergenceGuard(pl.Callback):
     non-finite weights reach a checkpoint.
 
     Every N-th optimizer step (N = check_every_n_steps), after backward and before `optimizer.step`,
-    one fused check covers the loss, the gradients, and the weights as the previous step left them:
-    their norms in one `torch._foreach_norm`, summed and tested once (a non-finite term makes the sum
-    non-finite), so a step pays for one reduction and one host sync, not three. Only when it fails
-    are they told apart, for the message. The weights are checked again whenever a checkpoint is about
-    to be written (any writer: last.ckpt, the best, Ctrl-C), so every checkpoint on disk holds finite
-    weights, also after the last step and between checks.
+    one fused check covers the loss and the gradients: their norms in one `torch._foreach_norm`,
+    summed and tested once (a non-finite term makes the sum non-finite), so a step pays for one
+    small reduction and one host sync. Weights made non-finite by a step (lr * grad = inf from
+    finite gradients) make the next step's loss non-finite, so the same check catches them one step
+    later, and reports them first (as "the weight norm", at the step that overflowed them). They
+    never reach a checkpoint: the weights are checked whenever a checkpoint is about to be written
+    (any writer: last.ckpt, the best, Ctrl-C) and when training ends.
     """
 
     def __init__(self, check_every_n_steps: int = 1):
@@ -40,13 +41,17 @@ class DivergenceGuard(pl.Callback):
         grads = [p.grad for p in params if p.grad is not None]
         stats = getattr(pl_module, "last_batch", None)
         losses = [stats[0].reshape(1)] if stats is not None else []
-        if bool(torch.isfinite(_total_norm([*params, *grads, *losses]))):
+        checked = [*grads, *losses]
+        if not checked or bool(torch.isfinite(torch.stack(torch._foreach_norm(checked)).sum())):
             return
         # The weights first: non-finite weights (from the previous step) make the loss non-finite too.
         self._check_weights(trainer, pl_module, params)
         if losses and not bool(torch.isfinite(losses[0]).all()):
             raise DivergenceError(step, "the training loss", float(losses[0]), self.hint(trainer, pl_module))
         raise DivergenceError(step, "the gradient norm", float(_total_norm(grads)), self.hint(trainer, pl_module))
+
+    def on_train_end(self, trainer, pl_module):
+        self._check_weights(trainer, pl_module, list(pl_module.parameters()))
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         # Called while the checkpoint is assembled, before anything is written: raising here keeps
@@ -65,6 +70,7 @@ class DivergenceGuard(pl.Callback):
                 "the last good checkpoint is checkpoints/last.ckpt")
 
 
+@torch.no_grad()
 def _total_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
     """The 2-norm of all the tensors together (inf or nan when any element is)."""
     if not tensors:
