@@ -1,0 +1,131 @@
+"""What keeps the training step as cheap as a hand-written loop, pinned so it stays that way:
+batches come out of tensors whole, nothing forces a host sync (`.item()`) every step, and the
+bookkeeping that moved off the per-step path still produces the same numbers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from rnnexp.data.images import SequenceImageDataModule
+from rnnexp.data.loaders import InMemorySequences
+from rnnexp.errors import DivergenceError
+from rnnexp.training import train
+
+SMALL = ["model.hidden_size=8", "data.limit_train_samples=0", "data.batch_size=16", "trainer.limit_val_batches=1",
+         "trainer.limit_test_batches=1", "trainer.log_every_n_steps=50"]
+
+
+def test_training_loader_indexes_the_tensors_once_per_batch_not_once_per_sample(monkeypatch):
+    calls = []
+    original = InMemorySequences.__getitem__
+
+    def counting(self, index):
+        calls.append(index)
+        return original(self, index)
+
+    monkeypatch.setattr(InMemorySequences, "__getitem__", counting)
+    loader = SequenceImageDataModule(source="bundled", batch_size=100).prepare().train_dataloader()
+    batches = list(loader)
+    assert len(calls) == len(batches) == len(loader) == 36  # 3600 training sequences
+    assert all(isinstance(index, torch.Tensor) and len(index) == 100 for index in calls)
+    x, y = batches[0]
+    assert x.shape == (100, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
+
+
+class _ItemCounter(pl.Callback):
+    """Counts Tensor.item() calls between the first training batch and the end of the training
+    epoch's last batch (Lightning turns every progress-bar metric logged on_step into a number with
+    .item() after every batch; a per-step .item() is a host sync per step on a GPU).
+
+    torch.optim's own are left out: Adam reads its step counters with .item() (CPU tensors, so no
+    device sync), in a hand-written loop just the same."""
+
+    def __init__(self, monkeypatch):
+        self.monkeypatch, self.count, self.steps = monkeypatch, 0, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0:
+            original = torch.Tensor.item
+
+            def counting(tensor):
+                if "torch/optim/" not in sys._getframe(1).f_code.co_filename:
+                    self.count += 1
+                return original(tensor)
+
+            self.monkeypatch.setattr(torch.Tensor, "item", counting)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps = batch_idx + 1
+        if self.steps == trainer.num_training_batches:
+            self.monkeypatch.undo()
+
+
+@pytest.mark.parametrize("progress_bar", [False, True])
+def test_training_steps_do_not_call_item_every_step(make_cfg, monkeypatch, progress_bar):
+    cfg = make_cfg([*SMALL, "trainer.limit_train_batches=60", f"trainer.enable_progress_bar={progress_bar}"])
+    counter = _ItemCounter(monkeypatch)
+    import rnnexp.build
+
+    build_callbacks = rnnexp.build.build_callbacks
+    monkeypatch.setattr(rnnexp.build, "build_callbacks", lambda c: [*build_callbacks(c), counter])
+    train(cfg)
+    assert counter.steps == 60
+    # the loggers write at step 50 (log_every_n_steps) and the bar redraws every 20 steps: a few
+    # conversions, nothing per step
+    assert counter.count <= 6, f"{counter.count} .item() calls in {counter.steps} training steps"
+
+
+def test_epoch_training_loss_is_the_sample_weighted_mean_of_the_step_losses(make_cfg, monkeypatch):
+    seen = []
+
+    class StepLosses(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append((float(pl_module.last_batch[0]), len(batch[1])))
+
+    import rnnexp.build
+
+    build_callbacks = rnnexp.build.build_callbacks
+    monkeypatch.setattr(rnnexp.build, "build_callbacks", lambda c: [*build_callbacks(c), StepLosses()])
+    # 3600 / 256 = 14 batches, the last of 16 sequences: unequal weights
+    record = train(make_cfg([*SMALL, "data.batch_size=256", "trainer.limit_train_batches=1.0"]))
+    expected = sum(loss * n for loss, n in seen) / sum(n for _, n in seen)
+    assert len(seen) == 15 and seen[-1][1] == 16
+    assert record["metrics"]["train/loss"] == pytest.approx(expected, rel=1e-5)
+    assert record["metrics"]["train/loss_epoch"] == pytest.approx(expected, rel=1e-5)
+    assert 0.0 <= record["metrics"]["train/acc"] <= 1.0
+
+
+def test_progress_bar_shows_the_latest_training_loss(make_cfg):
+    from rnnexp.build import build_callbacks, build_datamodule, build_module
+    from rnnexp.callbacks import TrainingProgressBar
+
+    cfg = make_cfg(["trainer.enable_progress_bar=true", "model.hidden_size=8"])
+    bars = [cb for cb in build_callbacks(cfg) if isinstance(cb, TrainingProgressBar)]
+    assert len(bars) == 1 and bars[0].refresh_rate == 20
+    datamodule = build_datamodule(cfg).prepare()
+    module = build_module(cfg, datamodule.task)
+    trainer = pl.Trainer(max_steps=2, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                         callbacks=[bars[0]], enable_model_summary=False)
+    trainer.fit(module, datamodule=datamodule)
+    shown = bars[0].get_metrics(trainer, module)
+    assert shown["train/loss_step"] == pytest.approx(float(module.last_batch[0]))
+
+
+def test_divergence_checked_rarely_still_keeps_non_finite_weights_out_of_checkpoints(make_cfg):
+    # weights overflow on the first step (lr = 1e38); the per-step check is off for 1000 steps, but
+    # every checkpoint write checks the weights first
+    cfg = make_cfg(["cell=rnn", "optimizer=sgd", "optimizer.lr=1e38", "callbacks.divergence_guard.check_every_n_steps=1000",
+                    "callbacks.periodic_checkpoint.every_n_train_steps=2"])
+    with pytest.raises(DivergenceError, match=r"the weight norm is (inf|nan)"):
+        train(cfg)
+    record = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert record["status"] == "diverged"
+    checkpoint = torch.load(record["last_good_checkpoint"], weights_only=True)
+    assert checkpoint["global_step"] == 0  # the initial weights: the only finite ones there were
+    assert all(torch.isfinite(t).all() for k, t in checkpoint["state_dict"].items() if k.startswith(("encoder.", "head.")))
