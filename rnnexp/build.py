@@ -150,7 +150,11 @@ def build_callbacks(cfg: DictConfig) -> list:
             continue
         if name == "progress_bar" and not cfg.trainer.enable_progress_bar:
             continue
-        callbacks.append(instantiate(node))
+        callback = instantiate(node)
+        # A switched-off callback (`active` False: e.g. every_n_steps=0) is left out: Lightning
+        # calls every hook of every callback at every step, whether it does anything or not.
+        if getattr(callback, "active", True):
+            callbacks.append(callback)
     return callbacks
 
 
@@ -172,4 +176,9 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list, manual_optimi
     # Under manual optimisation (truncated BPTT) Lightning refuses to clip: the module does it.
     if clip and not manual_optimization:
         node["gradient_clip_val"] = clip
-    return instantiate(node, callbacks=callbacks, logger=loggers or False)
+    extra = {}
+    if node.get("profiler") is None:
+        from rnnexp.lit.profiler import NoProfiler
+
+        extra["profiler"] = NoProfiler()
+    return instantiate(node, callbacks=callbacks, logger=loggers or False, **extra)

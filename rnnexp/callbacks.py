@@ -16,6 +16,10 @@ class StepPrinter(pl.Callback):
     def __init__(self, every_n_steps: int = 0):
         self.every_n_steps = int(every_n_steps)
 
+    @property
+    def active(self) -> bool:
+        return self.every_n_steps > 0
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step
         if self.every_n_steps <= 0 or step % self.every_n_steps != 0 or step == 0:

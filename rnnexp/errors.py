@@ -35,7 +35,7 @@ class CheckpointError(RnnexpError):
 
 
 class DivergenceError(RnnexpError):
-    """The loss or a gradient became NaN or infinite; the run stops before the bad step is applied."""
+    """A training loss or the weights became NaN or infinite; the run stops with its last good checkpoint."""
 
     def __init__(self, step: int, what: str, value: float, hint: str):
         self.step, self.what, self.value = step, what, value

@@ -165,6 +165,10 @@ class GradientFlow(pl.Callback):
         self._disabled_reason = ""
         self._last_mark = 0
 
+    @property
+    def active(self) -> bool:
+        return self.every_n_steps > 0
+
     def _usable(self, pl_module) -> bool:
         if self._disabled_reason:
             return False

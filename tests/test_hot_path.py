@@ -81,12 +81,13 @@ def test_training_steps_do_not_call_item_every_step(make_cfg, monkeypatch, progr
     assert counter.count <= 6, f"{counter.count} .item() calls in {counter.steps} training steps"
 
 
-def test_epoch_training_loss_is_the_sample_weighted_mean_of_the_step_losses(make_cfg, monkeypatch):
+def test_epoch_training_loss_and_accuracy_are_over_every_sample_of_the_epoch(make_cfg, monkeypatch):
     seen = []
 
     class StepLosses(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            seen.append((float(pl_module.last_batch[0]), len(batch[1])))
+            loss, prediction, target = pl_module.last_batch
+            seen.append((float(loss), len(target), int((prediction.argmax(-1) == target).sum())))
 
     import rnnexp.build
 
@@ -94,11 +95,13 @@ def test_epoch_training_loss_is_the_sample_weighted_mean_of_the_step_losses(make
     monkeypatch.setattr(rnnexp.build, "build_callbacks", lambda c: [*build_callbacks(c), StepLosses()])
     # 3600 / 256 = 14 batches, the last of 16 sequences: unequal weights
     record = train(make_cfg([*SMALL, "data.batch_size=256", "trainer.limit_train_batches=1.0"]))
-    expected = sum(loss * n for loss, n in seen) / sum(n for _, n in seen)
+    samples = sum(n for _, n, _ in seen)
+    expected = sum(loss * n for loss, n, _ in seen) / samples
     assert len(seen) == 15 and seen[-1][1] == 16
     assert record["metrics"]["train/loss"] == pytest.approx(expected, rel=1e-5)
     assert record["metrics"]["train/loss_epoch"] == pytest.approx(expected, rel=1e-5)
-    assert 0.0 <= record["metrics"]["train/acc"] <= 1.0
+    # the metric is fed in batches of steps (rnnexp.lit.module.TRAIN_METRIC_EVERY): none is lost
+    assert record["metrics"]["train/acc"] == pytest.approx(sum(c for _, _, c in seen) / samples, abs=1e-6)
 
 
 def test_progress_bar_shows_the_latest_training_loss(make_cfg):
@@ -129,3 +132,55 @@ def test_divergence_checked_rarely_still_keeps_non_finite_weights_out_of_checkpo
     checkpoint = torch.load(record["last_good_checkpoint"], weights_only=True)
     assert checkpoint["global_step"] == 0  # the initial weights: the only finite ones there were
     assert all(torch.isfinite(t).all() for k, t in checkpoint["state_dict"].items() if k.startswith(("encoder.", "head.")))
+
+
+def test_switched_off_callbacks_are_left_out_and_hooks_are_not_profiled_unless_asked(make_cfg):
+    # Lightning calls every hook of every callback at every step, and wraps each call in the
+    # profiler's context: callbacks that do nothing are not built, and no profiler means no wrapper
+    from pytorch_lightning.profilers import SimpleProfiler
+
+    from rnnexp.build import build_callbacks, build_trainer
+    from rnnexp.callbacks import StepPrinter
+    from rnnexp.gradient_flow import GradientFlow
+    from rnnexp.lit.profiler import NoProfiler
+
+    kinds = {type(cb) for cb in build_callbacks(make_cfg([]))}
+    assert StepPrinter not in kinds and GradientFlow not in kinds
+    on = make_cfg(["callbacks.step_printer.every_n_steps=5", "callbacks.gradient_flow.every_n_steps=5"])
+    assert {StepPrinter, GradientFlow} <= {type(cb) for cb in build_callbacks(on)}
+
+    assert isinstance(build_trainer(make_cfg([]), [], [], False).profiler, NoProfiler)
+    assert isinstance(build_trainer(make_cfg(["trainer.profiler=simple"]), [], [], False).profiler, SimpleProfiler)
+
+
+class _GuardedModule(torch.nn.Module):
+    """What DivergenceGuard reads from a module: parameters, the last batch, the running loss sum."""
+
+    def __init__(self, last_loss: float, running_sum: float, weight: float = 1.0):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.full((3,), weight))
+        self.last_batch = (torch.tensor(last_loss), None, None)
+        self.running_loss_sum = torch.tensor(running_sum)
+
+
+class _Trainer:
+    global_step, optimizers = 7, []
+
+
+def test_divergence_guard_catches_a_non_finite_loss_from_any_step_since_its_last_check():
+    from rnnexp.reliability import DivergenceGuard
+
+    guard = DivergenceGuard(check_every_n_steps=1)
+    guard.on_before_optimizer_step(_Trainer(), _GuardedModule(0.5, 12.0), None)  # all finite: nothing
+    # the last batch is fine, an earlier one since the last check was not: the running sum says so
+    with pytest.raises(DivergenceError, match=r"diverged at step 7: the training loss is inf"):
+        guard.on_before_optimizer_step(_Trainer(), _GuardedModule(0.5, float("inf")), None)
+    with pytest.raises(DivergenceError, match=r"the training loss is nan"):
+        guard.on_train_epoch_end(_Trainer(), _GuardedModule(float("nan"), float("nan")))
+    # non-finite weights are named first: they are the cause, the loss only shows it
+    with pytest.raises(DivergenceError, match=r"the weight norm is (inf|nan)"):
+        guard.on_before_optimizer_step(_Trainer(), _GuardedModule(float("nan"), float("nan"), weight=float("inf")), None)
+    # between checks (every 4th step here) nothing is looked at
+    trainer = _Trainer()
+    trainer.global_step = 5
+    DivergenceGuard(check_every_n_steps=4).on_before_optimizer_step(trainer, _GuardedModule(0.5, float("nan")), None)

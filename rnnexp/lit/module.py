@@ -18,6 +18,13 @@ from rnnexp.bptt import FullBPTT
 from rnnexp.data.task import TaskSpec
 from rnnexp.nn.recurrent import RecurrentEncoder, readout
 
+# steps whose scored predictions go to the training metric in one update
+TRAIN_METRIC_EVERY = 32
+
+# Attributes set on every step that are never parameters, buffers or modules (Lightning sets
+# `_current_fx_name` around each of the ~40 hooks it calls per step).
+_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "last_batch", "_pending_scores"})
+
 
 @dataclass
 class SchedulerSpec:
@@ -74,8 +81,18 @@ class SequenceModel(pl.LightningModule):
         # where a `self.log(..., on_epoch=True)` walks Lightning's result collection every step. Not in
         # checkpoints, like Lightning's own epoch accumulators: a resumed epoch averages what it trained.
         self.register_buffer("_train_loss_sum", torch.zeros(()), persistent=False)
-        self.register_buffer("_train_loss_count", torch.zeros((), dtype=torch.long), persistent=False)
+        self._train_loss_count = 0  # samples in _train_loss_sum: known on the host, no tensor needed
+        self._pending_scores: list[tuple[torch.Tensor, torch.Tensor]] = []  # (scores, target) not yet in train_metric
         self._test_seen = 0
+
+    def __setattr__(self, name: str, value) -> None:
+        # nn.Module.__setattr__ first tests the value against Parameter, Buffer and Module (Python-level
+        # isinstance checks, a few microseconds each): for these names, set straight into __dict__, as
+        # nn.Module itself finally does for them.
+        if name in _PLAIN_ATTRIBUTES:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     # -- model ----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, state=None):
@@ -135,13 +152,14 @@ class SequenceModel(pl.LightningModule):
             hook(self)
         # The epoch's values, under the names `self.log(on_step=True, on_epoch=True)` would give them:
         # train/loss_epoch for the loggers, train/loss for callbacks and the run record.
-        if int(self._train_loss_count) > 0:
+        if self._train_loss_count > 0:
             mean = self._train_loss_sum / self._train_loss_count
             self.log("train/loss_epoch", mean, prog_bar=True)
             self.log("train/loss", mean, logger=False)
         self._train_loss_sum.zero_()
-        self._train_loss_count.zero_()
+        self._train_loss_count = 0
         # Lightning computes the metric object now, then resets it for the next epoch.
+        self._update_train_metric()
         self.log(f"train/{self.metric_name}", self.train_metric, on_step=False, on_epoch=True)
 
     def log_train_step(self, loss: torch.Tensor, prediction: torch.Tensor, target: torch.Tensor) -> None:
@@ -149,13 +167,38 @@ class SequenceModel(pl.LightningModule):
         of a training loop's bookkeeping: no `.item()` (on a GPU, a wait for the device every step),
         and no `self.log` on the steps whose values no logger writes (each call walks Lightning's
         result collection: more than the loss computation of a small model)."""
+        # One tensor op per step: each small op after the backward pass runs with cold caches (tens
+        # of microseconds, not the few it takes in a loop), so the bookkeeping is kept to one.
         loss, prediction = loss.detach(), prediction.detach()
         self.last_batch = (loss, prediction, target)  # for StepPrinter, DivergenceGuard, the progress bar
-        self._train_loss_sum += loss * target.shape[0]
+        self._train_loss_sum.add_(loss, alpha=target.shape[0])  # non-finite once any loss was: DivergenceGuard
         self._train_loss_count += target.shape[0]
-        self.train_metric.update(*self._scored(prediction, target))
+        # The metric is updated in one call per TRAIN_METRIC_EVERY steps (a torchmetrics update costs
+        # as much as ten small tensor ops): same result, its argmax and concatenation batched too.
+        self._pending_scores.append(self._scored(prediction, target))
+        if len(self._pending_scores) >= TRAIN_METRIC_EVERY:
+            self._update_train_metric()
         if self._loggers_write_this_step():
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=target.shape[0])
+
+    def _update_train_metric(self) -> None:
+        if self._pending_scores:
+            predictions, targets = zip(*self._pending_scores)
+            self._pending_scores = []
+            predicted = torch.cat(predictions)
+            if self.task.is_classification:
+                predicted = predicted.argmax(-1)  # the class, as the metric would take it from the scores
+            self.train_metric.update(predicted, torch.cat(targets))
+
+    @property
+    def running_loss_sum(self) -> torch.Tensor:
+        """Sum of this epoch's training losses so far (sample-weighted): inf or nan once any was."""
+        return self._train_loss_sum
+
+    def state_dict(self, *args, **kwargs):
+        # A checkpoint holds the training metric's state: bring it up to date with the last steps first.
+        self._update_train_metric()
+        return super().state_dict(*args, **kwargs)
 
     def _loggers_write_this_step(self) -> bool:
         """True on the batches after which Lightning writes step metrics to the loggers (every

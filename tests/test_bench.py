@@ -1,0 +1,103 @@
+"""`rnnexp-bench` end to end, shrunk to seconds: every section runs and reports finite numbers.
+
+Not a timing assertion (the suite shares 2 cores with whatever else runs): the ratios the README
+quotes are measured by the command at its default size, on a quiet machine."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from rnnexp.bench import cli
+from rnnexp.bench.scaling import scaling_points
+
+TINY = ["--dataset", "mnist", "--source", "bundled", "--hidden-size", "8", "--batch-size", "32", "--threads", "1",
+        "--steps", "3", "--repeats", "1", "--cells", "lstm", "--backend-steps", "1", "--backend-repeats", "1",
+        "--no-compile", "--seq-len", "56", "--k", "14", "--bptt-steps", "1", "--startup-repeats", "1",
+        "--sweep-steps", "2", "--scaling-steps", "1", "--scaling-cells", "lstm", "--scaling-seq-lens", "28,112",
+        "--scaling-hidden-sizes", "16", "--scaling-batch-sizes", "16"]
+
+
+def finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def run_bench_in_two_halves(tmp_path, capsys) -> dict:
+    """The whole command, its sections split in two runs side by side: the sections that start
+    processes of their own (each pays for importing torch and Lightning) run in a second bench
+    process while this one runs the rest. Timings mean nothing here; rows and numbers are checked."""
+    side = subprocess.Popen([sys.executable, "-m", "rnnexp.bench.cli", *TINY, "--only", "sweep",
+                             "--sweep-modes", "sequential,joblib", "--json",
+                             "--out-dir", str(tmp_path / "side")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        code = cli.main([*TINY, "--only", "epoch,backends,bptt,startup,scaling", "--json", "--out-dir", str(tmp_path)])
+        out, err = side.communicate(timeout=600)
+    finally:
+        side.kill()
+    assert code == 0 and side.returncode == 0, err[-3000:]
+    here, there = json.loads(capsys.readouterr().out), json.loads(out)
+    assert json.loads((tmp_path / "bench.json").read_text())["checks"] == here["checks"]
+    sections = {**here["sections"], **there["sections"]}
+    checks = here["checks"] + [c for c in there["checks"] if not c["name"].startswith("GPU: ")]
+    return {"machine": here["machine"], "sections": {name: sections[name] for name in cli.SECTIONS}, "checks": checks}
+
+
+@pytest.mark.slow
+def test_bench_command_reports_every_section_and_ratio_with_finite_numbers(tmp_path, capsys):
+    report = run_bench_in_two_halves(tmp_path, capsys)
+    errors = {name: s["error"] for name, s in report["sections"].items() if "error" in s}
+    assert not errors, errors
+
+    names = [check["name"] for check in report["checks"]]
+    for expected in ("epoch: rnnexp, bar off / plain", "epoch: rnnexp, bar on / plain",
+                     "backends: explicit / native, LSTM-8", "BPTT: truncated (k=14) / full peak memory growth",
+                     "start-up: rnnexp-train --cfg job", "start-up: rnnexp-train --help",
+                     "sweep: joblib / sequential throughput", "GPU: "):
+        assert any(name.startswith(expected) for name in names), (expected, names)
+    for check in report["checks"]:
+        if check["name"].startswith("GPU: "):
+            assert check["value"] is None and "unmeasured" in check["detail"]  # no GPU in the suite
+        else:
+            assert finite(check["value"]) and check["value"] > 0, check
+
+    sections = report["sections"]
+    assert [r["variant"] for r in sections["epoch"]["rows"]] == ["plain", "rnnexp, bar off", "rnnexp, bar on"]
+    assert all(r["steps"] == 3 and finite(r["wall_s"]) and finite(r["epoch_s"]) for r in sections["epoch"]["rows"])
+    assert {r["backend"] for r in sections["backends"]["rows"]} == {"native", "explicit"}
+    assert [r["strategy"] for r in sections["bptt"]["rows"]] == ["full", "truncated"]
+    # a final-target task: truncated BPTT runs 56 / 14 windows and updates once, from the last
+    assert [r["optimizer_steps_per_batch"] for r in sections["bptt"]["rows"]] == [1, 1]
+    assert all(finite(r["step_s"]) and finite(r["peak_growth_mb"]) for r in sections["bptt"]["rows"])
+    startup = {r["what"]: r["median_s"] for r in sections["startup"]["rows"]}
+    assert 0 < startup["before the Trainer"] < startup["first step"] <= startup["one-step run, whole process"]
+    sweep = {r["mode"]: r for r in sections["sweep"]["rows"]}
+    assert sweep["joblib"]["processes"] == 2 and sweep["sequential"]["processes"] == 1
+    # joblib's workers get cores // n_jobs threads each; the sequential process torch's default
+    assert sweep["joblib"]["threads_per_job"] == [max(1, report["machine"]["cores"] // 2)]
+    assert sweep["sequential"]["threads_per_job"][0] >= sweep["joblib"]["threads_per_job"][0]
+
+    scaling = sections["scaling"]
+    points = scaling_points((28, 112), (16,), (16,), base={"hidden_size": 8, "batch_size": 32})
+    assert len(scaling["rows"]) == len(points) * 2  # x native, explicit
+    assert all(finite(r["step_ms"]) and finite(r["epoch_s"]) and finite(r["peak_growth_mb"]) for r in scaling["rows"])
+    assert (tmp_path / "scaling.png").stat().st_size > 10_000
+
+
+def test_bench_rejects_an_unknown_section_naming_the_valid_ones(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--only", "epoch,speed"])
+    assert "--only speed: allowed values are epoch, backends, bptt, startup, sweep, scaling" in capsys.readouterr().err
+
+
+def test_scaling_moves_one_axis_at_a_time_from_the_base_point():
+    points = scaling_points()
+    assert points[0] == {"axis": "seq_len", "seq_len": 28, "hidden_size": 128, "batch_size": 128}
+    assert len(points) == 3 + 3 + 2  # the base point once
+    for p in points:
+        moved = [k for k in ("seq_len", "hidden_size", "batch_size") if p[k] != points[0][k]]
+        assert moved in ([], [p["axis"]])
