@@ -30,8 +30,7 @@ def run_bench_in_two_halves(tmp_path, capsys) -> dict:
     """The whole command, its sections split in two runs side by side: the sections that start
     processes of their own (each pays for importing torch and Lightning) run in a second bench
     process while this one runs the rest. Timings mean nothing here; rows and numbers are checked."""
-    side = subprocess.Popen([sys.executable, "-m", "rnnexp.bench.cli", *TINY, "--only", "sweep",
-                             "--sweep-modes", "sequential,joblib", "--json",
+    side = subprocess.Popen([sys.executable, "-m", "rnnexp.bench.cli", *TINY, "--only", "sweep", "--json",
                              "--out-dir", str(tmp_path / "side")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
@@ -57,9 +56,10 @@ def test_bench_command_reports_every_section_and_ratio_with_finite_numbers(tmp_p
     for expected in ("epoch: rnnexp, bar off / plain", "epoch: rnnexp, bar on / plain",
                      "backends: explicit / native, LSTM-8", "BPTT: truncated (k=14) / full peak memory growth",
                      "start-up: rnnexp-train --cfg job", "start-up: rnnexp-train --help",
-                     "sweep: joblib / sequential throughput", "GPU: "):
+                     "sweep: joblib / the same 2 jobs in sequence", "sweep: joblib / basic launcher", "GPU: "):
         assert any(name.startswith(expected) for name in names), (expected, names)
     for check in report["checks"]:
+        assert check["name"].startswith("GPU: ") or check["met"] in (True, False, None)
         if check["name"].startswith("GPU: "):
             assert check["value"] is None and "unmeasured" in check["detail"]  # no GPU in the suite
         else:
@@ -68,6 +68,9 @@ def test_bench_command_reports_every_section_and_ratio_with_finite_numbers(tmp_p
     sections = report["sections"]
     assert [r["variant"] for r in sections["epoch"]["rows"]] == ["plain", "rnnexp, bar off", "rnnexp, bar on"]
     assert all(r["steps"] == 3 and finite(r["wall_s"]) and finite(r["epoch_s"]) for r in sections["epoch"]["rows"])
+    # interleaved: every repeat's ratio is there, and the reported one is their median
+    for row in sections["epoch"]["rows"][1:]:
+        assert row["ratio_min"] <= row["ratio"] <= row["ratio_max"] and len(row["all_ratios"]) == 1
     assert {r["backend"] for r in sections["backends"]["rows"]} == {"native", "explicit"}
     assert [r["strategy"] for r in sections["bptt"]["rows"]] == ["full", "truncated"]
     # a final-target task: truncated BPTT runs 56 / 14 windows and updates once, from the last
@@ -80,6 +83,7 @@ def test_bench_command_reports_every_section_and_ratio_with_finite_numbers(tmp_p
     # joblib's workers get cores // n_jobs threads each; the sequential process torch's default
     assert sweep["joblib"]["threads_per_job"] == [max(1, report["machine"]["cores"] // 2)]
     assert sweep["sequential"]["threads_per_job"][0] >= sweep["joblib"]["threads_per_job"][0]
+    assert sweep["sequential, 1 thread"]["threads_per_job"] == [1]  # the same jobs as joblib's, in turn
 
     scaling = sections["scaling"]
     points = scaling_points((28, 112), (16,), (16,), base={"hidden_size": 8, "batch_size": 32})

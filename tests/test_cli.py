@@ -69,3 +69,13 @@ def test_help_and_cfg_answer_without_training(venv_bin, tmp_path):
     result = run_cli(venv_bin, ["--cfg", "job", "cell=gru"], tmp_path)
     assert result.returncode == 0 and "name: gru" in result.stdout
     assert not (tmp_path / "outputs").exists()
+
+
+def test_help_lists_every_config_group_and_the_composed_config(venv_bin, tmp_path):
+    # --help builds each view of the config tree once (rnnexp.train); the listing is Hydra's own
+    result = run_cli(venv_bin, ["--help"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "cell: gru, irnn, lstm, rnn" in result.stdout
+    assert "bptt: full, seed_window, truncated" in result.stdout
+    assert "hidden_size: 128" in result.stdout  # the composed config follows the groups
+    assert not (tmp_path / "outputs").exists()

@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     size.add_argument("--k", type=int, default=28, help="bptt: truncation length k1 = k2")
     size.add_argument("--bptt-steps", type=int, default=2, help="bptt: timed batches per strategy")
     size.add_argument("--startup-repeats", type=int, default=3)
-    size.add_argument("--sweep-steps", type=int, default=800, help="sweep: training steps per job")
+    size.add_argument("--sweep-steps", type=int, default=1500, help="sweep: training steps per job")
     size.add_argument("--sweep-repeats", type=int, default=1)
     size.add_argument("--sweep-modes", default="sequential,sequential_1_thread,joblib",
                       help="sweep: sequential, sequential_1_thread (OMP_NUM_THREADS=1), joblib")

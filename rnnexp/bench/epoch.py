@@ -1,18 +1,22 @@
-"""rnnexp's training epoch against the plain PyTorch loop, in one process, in turns.
+"""rnnexp's training epoch against the plain PyTorch loop, in one process, step by step.
 
     python -m rnnexp.bench.epoch                      # Fashion-MNIST rows, LSTM-128, batch 128, 2 threads
     python -m rnnexp.bench.epoch --steps 0 --repeats 5   # whole epochs (422 batches)
 
 The rnnexp side is a Trainer built by `rnnexp.build` from the real config (conf/train.yaml with its
 default callbacks, TensorBoard logger and checkpoints), exactly as `rnnexp.training.train` builds it;
-the plain side (`rnnexp.bench.plain_loop`) trains the same model (same seed, same initial weights,
-same optimizer config) on the same in-memory tensors, batch size and thread count.
+the plain side (`rnnexp.bench.plain_loop`) trains its own copy of the same model (same seed, same
+initial weights, same optimizer config) on the same in-memory tensors, batch size and threads.
 
-What is timed on the rnnexp side is the training epoch, from `on_train_epoch_start` to the end of
-the last training batch: every per-step cost (data fetch, logging, metrics, callbacks, the progress
-bar, periodic checkpoints) is inside, Trainer set-up and the validation pass after the last batch
-are not (the plain loop has neither). Variants run in turns, repeat after repeat (the order rotated),
-so that load from other processes, which drifts, falls on each alike; medians are reported.
+The two are interleaved step by step: after each rnnexp training step, a callback runs one step of
+the plain loop and times it apart. The rnnexp time is the epoch's wall time (from
+`on_train_epoch_start` to the end of its last batch) minus the plain steps inside it, so every
+per-step cost of rnnexp (data fetch, logging, metrics, callbacks, the progress bar, periodic
+checkpoints) is in it, and Trainer set-up and the validation pass after the last batch are not
+(the plain loop has neither). A shared machine's speed drifts by tens of percent over seconds;
+steps a few milliseconds apart see the same machine, so the ratio of the two sums is steady where
+timing whole runs in turns is not. Each repeat is a fresh Trainer and a fresh plain model; the
+median of the repeats' ratios is reported, with their range.
 """
 
 from __future__ import annotations
@@ -46,32 +50,42 @@ def epoch_overrides(cell: str = "lstm", hidden_size: int = 128, batch_size: int 
     return overrides
 
 
-def _timer_class():
+def _interleaving_callback():
     import pytorch_lightning as pl
 
     from rnnexp.bench.plain_loop import synchronize
 
-    class EpochTimer(pl.Callback):
-        """Wall and CPU seconds from the epoch's start to the end of its last training batch."""
+    class InterleavedPlainSteps(pl.Callback):
+        """One plain-loop step after each rnnexp training step, timed apart from the epoch."""
 
-        def __init__(self, device: str = "cpu"):
-            self.device, self.result = device, None
+        def __init__(self, plain, device: str = "cpu"):
+            self.plain, self.device, self.result = plain, device, None
 
         def on_train_epoch_start(self, trainer, pl_module):
             synchronize(self.device)
             self.wall, self.cpu = time.perf_counter(), time.process_time()
+            self.plain_wall = self.plain_cpu = 0.0
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if batch_idx + 1 == trainer.num_training_batches and self.result is None:
-                synchronize(self.device)
-                self.result = {"wall_s": time.perf_counter() - self.wall, "cpu_s": time.process_time() - self.cpu,
-                               "steps": batch_idx + 1}
+            if self.result is not None:
+                return
+            synchronize(self.device)
+            wall, cpu = time.perf_counter(), time.process_time()
+            self.plain.step()
+            synchronize(self.device)
+            self.plain_wall += time.perf_counter() - wall
+            self.plain_cpu += time.process_time() - cpu
+            if batch_idx + 1 == trainer.num_training_batches:
+                self.result = {"rnnexp_wall_s": time.perf_counter() - self.wall - self.plain_wall,
+                               "rnnexp_cpu_s": time.process_time() - self.cpu - self.plain_cpu,
+                               "plain_wall_s": self.plain_wall, "plain_cpu_s": self.plain_cpu, "steps": batch_idx + 1}
 
-    return EpochTimer
+    return InterleavedPlainSteps
 
 
-def rnnexp_epoch(cfg, datamodule, device: str = "cpu") -> dict:
-    """One epoch through a Trainer built as `rnnexp.training.train` builds it (data module shared)."""
+def interleaved_epoch(cfg, datamodule, plain, device: str = "cpu") -> dict:
+    """One epoch through a Trainer built as `rnnexp.training.train` builds it (data module shared),
+    with a step of `plain` (a PlainLoop) after each of its steps."""
     import pytorch_lightning as pl
     import torch
 
@@ -82,26 +96,26 @@ def rnnexp_epoch(cfg, datamodule, device: str = "cpu") -> dict:
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     module = build_module(cfg, datamodule.task)
-    timer = _timer_class()(device)
-    callbacks = [*build_callbacks(cfg), timer]
+    interleave = _interleaving_callback()(plain, device)
+    callbacks = [*build_callbacks(cfg), interleave]
     trainer = build_trainer(cfg, callbacks, build_loggers(cfg), manual_optimization=not module.automatic_optimization)
     with contextlib.redirect_stdout(io.StringIO()):  # the model summary table, once per run: noise here
         trainer.fit(module, datamodule=datamodule)
-    if timer.result is None:
+    if interleave.result is None:
         raise RuntimeError("the training epoch did not finish its batches")
-    return timer.result
+    return interleave.result
 
 
 def measure_epoch(cell: str = "lstm", hidden_size: int = 128, batch_size: int = 128, steps: int = 100,
                   threads: int = 2, repeats: int = 9, seed: int = 0, dataset: str = "fashion_mnist",
                   source: str = "auto", device: str = "cpu", precision: str = "32-true") -> dict:
-    """Median seconds per epoch (or per `steps` batches) of the plain loop and of rnnexp with the
-    progress bar off and on, and the ratios rnnexp / plain: the median of the repeats' ratios (wall
-    time; also CPU time), with the ratio of the minima beside it."""
+    """Seconds per epoch (or per `steps` batches) of the plain loop and of rnnexp with the progress
+    bar off and on, and the ratios rnnexp / plain: per repeat the ratio of the interleaved sums
+    (wall time; also CPU time), the median of the repeats reported with their range."""
     import pytorch_lightning as pl
     import torch
 
-    from rnnexp.bench.plain_loop import plain_epoch
+    from rnnexp.bench.plain_loop import PlainLoop
     from rnnexp.build import build_datamodule, build_module
 
     quiet_lightning()
@@ -120,45 +134,41 @@ def measure_epoch(cell: str = "lstm", hidden_size: int = 128, batch_size: int = 
         datamodule = build_datamodule(config(False)).prepare()
         train_split = datamodule.splits[0]
 
-        def plain(limit: int = steps) -> dict:
+        def plain_loop() -> PlainLoop:
             pl.seed_everything(seed, verbose=False)
             module = build_module(config(False), datamodule.task)  # the same initial weights as rnnexp's
-            return plain_epoch(module, train_split.inputs, train_split.targets, batch_size, limit, seed=seed,
-                               device=device, precision=precision)
+            return PlainLoop(module, train_split.inputs, train_split.targets, batch_size, seed=seed, device=device,
+                             precision=precision)
 
-        measure = {"plain": plain,
-                   "rnnexp, bar off": lambda: rnnexp_epoch(config(False), datamodule, device),
-                   "rnnexp, bar on": lambda: rnnexp_epoch(config(True), datamodule, device)}
         # warm-up: first calls pay for lazy initialisation (allocator, kernels, imports)
-        plain(limit=5)
-        rnnexp_epoch(config(False, limit=5), datamodule, device)
-        results = {name: [] for name in VARIANTS}
+        interleaved_epoch(config(False, limit=5), datamodule, plain_loop(), device)
+        results = {name: [] for name in VARIANTS[1:]}
         for r in range(repeats):
-            order = VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]
-            for name in order:
-                gc.collect()  # each variant starts clean of the garbage the previous one left
-                results[name].append(measure[name]())
-    plain_wall = [run["wall_s"] for run in results["plain"]]
-    plain_cpu = [run["cpu_s"] for run in results["plain"]]
-    rows = []
-    for name in VARIANTS:
-        wall = [run["wall_s"] for run in results[name]]
-        cpu = [run["cpu_s"] for run in results[name]]
-        steps_done = results[name][0]["steps"]
-        rows.append({"variant": name, "wall_s": statistics.median(wall), "cpu_s": statistics.median(cpu),
-                     "steps": steps_done, "ms_per_step": 1e3 * statistics.median(wall) / steps_done,
-                     # each repeat's variants ran back to back, under the same load: the ratio of a
-                     # pair drifts less than either time, so the median of the pairs' ratios is reported
-                     "ratio": statistics.median(w / p for w, p in zip(wall, plain_wall)),
-                     "cpu_ratio": statistics.median(c / p for c, p in zip(cpu, plain_cpu)),
-                     "ratio_of_medians": statistics.median(wall) / statistics.median(plain_wall),
-                     "ratio_of_minima": min(wall) / min(plain_wall),
-                     "epoch_s": statistics.median(wall) / steps_done * len(datamodule.train_dataloader()),
-                     "all_wall_s": wall})
-    checks = [{"name": f"epoch: {name} / plain", "value": row["ratio"], "target": TARGETS[name],
-               "detail": f"{row['ms_per_step']:.2f} vs {rows[0]['ms_per_step']:.2f} ms/step; ratio of minima "
-                         f"{row['ratio_of_minima']:.3f}, CPU time {row['cpu_ratio']:.3f}"}
-              for name, row in zip(VARIANTS, rows) if name in TARGETS]
+            for name in (VARIANTS[1:] if r % 2 == 0 else VARIANTS[:0:-1]):
+                gc.collect()  # each run starts clean of the garbage the previous one left
+                results[name].append(interleaved_epoch(config(name.endswith("on")), datamodule, plain_loop(), device))
+    plain_runs = [run for name in results for run in results[name]]
+    steps_done = plain_runs[0]["steps"]
+    batches_per_epoch = len(datamodule.train_dataloader())
+
+    def row(variant: str, wall: list[float], cpu: list[float], ratios=None, cpu_ratios=None) -> dict:
+        entry = {"variant": variant, "wall_s": statistics.median(wall), "cpu_s": statistics.median(cpu),
+                 "steps": steps_done, "ms_per_step": 1e3 * statistics.median(wall) / steps_done,
+                 "epoch_s": statistics.median(wall) / steps_done * batches_per_epoch, "all_wall_s": wall}
+        if ratios is not None:
+            entry.update(ratio=statistics.median(ratios), ratio_min=min(ratios), ratio_max=max(ratios),
+                         cpu_ratio=statistics.median(cpu_ratios), all_ratios=ratios)
+        return entry
+
+    rows = [row("plain", [r["plain_wall_s"] for r in plain_runs], [r["plain_cpu_s"] for r in plain_runs])]
+    for name, runs_of in results.items():
+        rows.append(row(name, [r["rnnexp_wall_s"] for r in runs_of], [r["rnnexp_cpu_s"] for r in runs_of],
+                        [r["rnnexp_wall_s"] / r["plain_wall_s"] for r in runs_of],
+                        [r["rnnexp_cpu_s"] / r["plain_cpu_s"] for r in runs_of]))
+    checks = [{"name": f"epoch: {row['variant']} / plain", "value": row["ratio"], "target": TARGETS[row["variant"]],
+               "detail": f"{row['ms_per_step']:.2f} vs {rows[0]['ms_per_step']:.2f} ms/step; repeats "
+                         f"{row['ratio_min']:.3f}-{row['ratio_max']:.3f}; CPU time {row['cpu_ratio']:.3f}"}
+              for row in rows[1:]]
     setup = {**common, "source_used": datamodule.source_used, "repeats": repeats,
              "train_samples": len(train_split), "threads_used": torch.get_num_threads()}
     return {"setup": setup, "rows": rows, "checks": checks}
@@ -172,14 +182,15 @@ def print_result(result: dict, console=None) -> None:
     steps = s["steps"] or "all"
     table = Table(title=f"training epoch: {s['dataset']} rows ({s['source_used']}), {s['cell'].upper()}-"
                         f"{s['hidden_size']}, batch {s['batch_size']}, {steps} steps, {s['threads_used']} threads, "
-                        f"{s['device']}, {s['precision']} (medians of {s['repeats']})")
-    for title in ("variant", "s", "CPU s", "ms/step", "s/epoch (est.)", "x plain", "x plain (minima)",
-                  "x plain (CPU)"):
+                        f"{s['device']}, {s['precision']} (interleaved, medians of {s['repeats']})")
+    for title in ("variant", "s", "CPU s", "ms/step", "s/epoch (est.)", "x plain", "repeats' range", "x plain (CPU)"):
         table.add_column(title, justify="left" if title == "variant" else "right")
     for row in result["rows"]:
+        ratio = row.get("ratio")
         table.add_row(row["variant"], f"{row['wall_s']:.2f}", f"{row['cpu_s']:.2f}", f"{row['ms_per_step']:.2f}",
-                      f"{row['epoch_s']:.1f}", f"{row['ratio']:.3f}", f"{row['ratio_of_minima']:.3f}",
-                      f"{row['cpu_ratio']:.3f}")
+                      f"{row['epoch_s']:.1f}", "1" if ratio is None else f"{ratio:.3f}",
+                      "" if ratio is None else f"{row['ratio_min']:.3f}-{row['ratio_max']:.3f}",
+                      "1" if ratio is None else f"{row['cpu_ratio']:.3f}")
     (console or Console(highlight=False)).print(table)
 
 

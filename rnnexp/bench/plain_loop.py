@@ -7,7 +7,6 @@ backward, optimizer step. Nothing else: no logging, no metrics, no checks, no ch
 from __future__ import annotations
 
 import contextlib
-import time
 
 import torch
 
@@ -27,35 +26,42 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def plain_epoch(module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, steps: int = 0,
-                seed: int = 0, device: str = "cpu", precision: str = "32-true") -> dict:
+class PlainLoop:
     """Train `module` (forward -> (prediction, state), `.loss`, `.optimizer_factory`, as rnnexp's
-    SequenceModel) for one epoch, or its first `steps` batches; return wall and CPU seconds."""
-    module.to(device).train()
-    optimizer = module.optimizer_factory(params=module.parameters())
-    scaler = torch.amp.GradScaler(device) if precision == "16-mixed" else None
-    generator = torch.Generator().manual_seed(seed)
-    synchronize(device)
-    wall, cpu = time.perf_counter(), time.process_time()
-    order = torch.randperm(len(inputs), generator=generator)
-    done = 0
-    for index in order.split(batch_size):
-        if steps and done == steps:
-            break
-        x = inputs[index].to(device, non_blocking=True)
-        y = targets[index].to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        with autocast_for(precision, device):
-            prediction, _ = module(x)
-            loss = module.loss(prediction, y)
-        if scaler is None:
+    SequenceModel) the way a hand-written loop does, one `step()` at a time: the next batch of a
+    seeded shuffle of the in-memory tensors (reshuffled each epoch), forward, loss, backward, step."""
+
+    def __init__(self, module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, seed: int = 0,
+                 device: str = "cpu", precision: str = "32-true"):
+        self.module = module.to(device).train()
+        self.inputs, self.targets, self.batch_size = inputs, targets, batch_size
+        self.device, self.precision = device, precision
+        self.optimizer = module.optimizer_factory(params=module.parameters())
+        self.scaler = torch.amp.GradScaler(device) if precision == "16-mixed" else None
+        self.generator = torch.Generator().manual_seed(seed)
+        self.batches = iter(())
+        self.loss = None
+
+    def _next_indices(self) -> torch.Tensor:
+        index = next(self.batches, None)
+        if index is None:  # a new epoch: a new order
+            self.batches = iter(torch.randperm(len(self.inputs), generator=self.generator).split(self.batch_size))
+            index = next(self.batches)
+        return index
+
+    def step(self) -> None:
+        index = self._next_indices()
+        x = self.inputs[index].to(self.device, non_blocking=True)
+        y = self.targets[index].to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast_for(self.precision, self.device):
+            prediction, _ = self.module(x)
+            loss = self.module.loss(prediction, y)
+        if self.scaler is None:
             loss.backward()
-            optimizer.step()
+            self.optimizer.step()
         else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        done += 1
-    synchronize(device)
-    return {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu, "steps": done,
-            "final_loss": float(loss.detach())}
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.loss = loss.detach()
