@@ -4,6 +4,7 @@ resume mid-epoch on exactly the batches and random numbers the interrupted run w
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -81,29 +82,47 @@ def _total_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 
 class LastCheckpoint(pl.Callback):
-    """Keep `checkpoints/last.ckpt` current: every N optimizer steps and at every epoch end.
+    """Keep `checkpoints/last.ckpt` current: every `every_n_seconds` of training and/or every N
+    optimizer steps, at every epoch boundary and at the end.
 
+    Time is the default measure: a killed run loses at most that much work, and the cost of the
+    writes stays the same small share of training however short the steps are (every 100 steps
+    of a 20 ms step would spend a few percent of the run writing checkpoints).
     One writer for one file (two ModelCheckpoints with save_last would version each other's files
     as last-v1.ckpt). Lightning writes through an fsspec transaction: a temporary file renamed into
     place, so a kill mid-write leaves the previous last.ckpt intact.
     """
 
-    def __init__(self, dirpath: str, every_n_train_steps: int = 100):
+    def __init__(self, dirpath: str, every_n_train_steps: int = 0, every_n_seconds: float = 60.0):
         self.path = Path(dirpath) / "last.ckpt"
         self.every = int(every_n_train_steps)
+        self.every_seconds = float(every_n_seconds)
+        self._saved_at = time.monotonic()
 
     def _save(self, trainer):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         trainer.save_checkpoint(self.path, weights_only=False)  # full state: resumable
+        self._saved_at = time.monotonic()
 
     def on_train_start(self, trainer, pl_module):
         # the initial weights: a run that diverges on its first steps still has a good checkpoint
         if not self.path.is_file():
             self._save(trainer)
+        self._saved_at = time.monotonic()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.every > 0 and trainer.global_step % self.every == 0 and trainer.global_step > 0:
+        if self._due(trainer):
             self._save(trainer)
+
+    def _due(self, trainer) -> bool:
+        step = trainer.global_step
+        if self.every > 0 and step % self.every == 0 and step > 0:
+            return True
+        if self.every_seconds <= 0:
+            return False
+        due = time.monotonic() - self._saved_at >= self.every_seconds
+        # Saving is collective under DDP: every process follows rank 0's clock (free on one device).
+        return bool(trainer.strategy.broadcast(due)) if trainer.world_size > 1 else due
 
     # Epoch boundaries are saved when the next epoch starts (and when training ends), not in
     # on_train_epoch_end: there, Lightning has not yet reset the epoch's metric states, and a

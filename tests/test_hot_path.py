@@ -184,3 +184,31 @@ def test_divergence_guard_catches_a_non_finite_loss_from_any_step_since_its_last
     trainer = _Trainer()
     trainer.global_step = 5
     DivergenceGuard(check_every_n_steps=4).on_before_optimizer_step(trainer, _GuardedModule(0.5, float("nan")), None)
+
+
+class _CountingTrainer:
+    """The part of a Trainer LastCheckpoint uses, counting the checkpoints it is asked to write."""
+
+    world_size, global_step, current_epoch = 1, 0, 0
+
+    def __init__(self):
+        self.saved = []
+
+    def save_checkpoint(self, path, weights_only=False):
+        self.saved.append(self.global_step)
+
+
+def test_last_checkpoint_is_written_by_time_by_default_and_by_steps_when_asked(tmp_path):
+    from rnnexp.reliability import LastCheckpoint
+
+    def run(callback, steps=6):
+        trainer = _CountingTrainer()
+        callback.on_train_start(trainer, None)  # the initial weights
+        for trainer.global_step in range(1, steps + 1):
+            callback.on_train_batch_end(trainer, None, None, None, trainer.global_step - 1)
+        return trainer.saved
+
+    assert run(LastCheckpoint(tmp_path / "a", every_n_seconds=3600)) == [0]  # an hour has not passed
+    assert run(LastCheckpoint(tmp_path / "b", every_n_seconds=1e-9)) == [0, 1, 2, 3, 4, 5, 6]
+    assert run(LastCheckpoint(tmp_path / "c", every_n_train_steps=2, every_n_seconds=3600)) == [0, 2, 4, 6]
+    assert run(LastCheckpoint(tmp_path / "d", every_n_train_steps=0, every_n_seconds=0)) == [0]
