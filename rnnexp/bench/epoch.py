@@ -108,10 +108,12 @@ def interleaved_epoch(cfg, datamodule, plain, device: str = "cpu") -> dict:
 
 def measure_epoch(cell: str = "lstm", hidden_size: int = 128, batch_size: int = 128, steps: int = 100,
                   threads: int = 2, repeats: int = 9, seed: int = 0, dataset: str = "fashion_mnist",
-                  source: str = "auto", device: str = "cpu", precision: str = "32-true") -> dict:
+                  source: str = "auto", device: str = "cpu", precision: str = "32-true",
+                  overrides: tuple[str, ...] = ()) -> dict:
     """Seconds per epoch (or per `steps` batches) of the plain loop and of rnnexp with the progress
     bar off and on, and the ratios rnnexp / plain: per repeat the ratio of the interleaved sums
-    (wall time; also CPU time), the median of the repeats reported with their range."""
+    (wall time; also CPU time), the median of the repeats reported with their range. `overrides`
+    go on the command line of both sides' config (e.g. `~logger.tensorboard` to time without it)."""
     import pytorch_lightning as pl
     import torch
 
@@ -127,9 +129,9 @@ def measure_epoch(cell: str = "lstm", hidden_size: int = 128, batch_size: int = 
         runs = iter(range(10_000))
 
         def config(progress_bar: bool, limit: int | None = None):
-            overrides = epoch_overrides(**{**common, "steps": limit if limit is not None else steps},
-                                        progress_bar=progress_bar)
-            return compose_run_config(overrides, Path(scratch) / f"run{next(runs)}")
+            command = epoch_overrides(**{**common, "steps": limit if limit is not None else steps},
+                                      progress_bar=progress_bar)
+            return compose_run_config([*command, *overrides], Path(scratch) / f"run{next(runs)}")
 
         datamodule = build_datamodule(config(False)).prepare()
         train_split = datamodule.splits[0]
@@ -169,7 +171,7 @@ def measure_epoch(cell: str = "lstm", hidden_size: int = 128, batch_size: int = 
                "detail": f"{row['ms_per_step']:.2f} vs {rows[0]['ms_per_step']:.2f} ms/step; repeats "
                          f"{row['ratio_min']:.3f}-{row['ratio_max']:.3f}; CPU time {row['cpu_ratio']:.3f}"}
               for row in rows[1:]]
-    setup = {**common, "source_used": datamodule.source_used, "repeats": repeats,
+    setup = {**common, "overrides": list(overrides), "source_used": datamodule.source_used, "repeats": repeats,
              "train_samples": len(train_split), "threads_used": torch.get_num_threads()}
     return {"setup": setup, "rows": rows, "checks": checks}
 
@@ -209,9 +211,13 @@ def main(argv=None) -> int:
     parser.add_argument("--source", default="auto")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--precision", default="32-true", choices=("32-true", "16-mixed", "bf16-mixed"))
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for the run, repeatable: e.g. --override='~logger.tensorboard' "
+                             "--override='~callbacks.lr_monitor' times the epoch without the logger")
     args = parser.parse_args(argv)
     result = measure_epoch(args.cell, args.hidden_size, args.batch_size, args.steps, args.threads, args.repeats,
-                           source=args.source, device=args.device, precision=args.precision)
+                           source=args.source, device=args.device, precision=args.precision,
+                           overrides=tuple(args.override))
     print_result(result)
     return 0
 
