@@ -206,7 +206,10 @@ def test_ctrl_c_saves_a_checkpoint_records_interrupted_and_resumes_to_completion
     # 30 epochs x 12 steps: seconds of training, so the signal lands in it however fast a step is
     proc = subprocess.Popen([str(venv_bin / "rnnexp-train"), *RESUMABLE, "trainer.max_epochs=30",
                              f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            # as a terminal's Ctrl-C finds it, even when this suite was started in the
+                            # background (a shell's background jobs inherit SIGINT ignored)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         record = run_dir / "metrics.json"
