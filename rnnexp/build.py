@@ -37,6 +37,7 @@ def validate(cfg: DictConfig) -> None:
         HEAD_INITS,
         OPTIMIZERS,
         ORDERS,
+        PROFILERS,
         READOUTS,
         SCHEDULERS,
         SOURCES,
@@ -81,6 +82,12 @@ def validate(cfg: DictConfig) -> None:
     clip = cfg.trainer.gradient_clip_val
     if clip is not None and (not isinstance(clip, (int, float)) or clip < 0):
         raise ConfigError("trainer.gradient_clip_val", clip, "a number >= 0 (0 = no clipping)")
+    if cfg.trainer.get("profiler") not in PROFILERS:
+        raise ConfigError("trainer.profiler", cfg.trainer.profiler, "null, simple, advanced, pytorch")
+    periodic = (cfg.get("callbacks") or {}).get("periodic_checkpoint") or {}
+    seconds = periodic.get("every_n_seconds", 0)
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+        raise ConfigError("callbacks.periodic_checkpoint.every_n_seconds", seconds, "a number >= 0 (0 = by steps only)")
 
 
 def build_datamodule(cfg: DictConfig):

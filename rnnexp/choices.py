@@ -13,3 +13,4 @@ BPTT_MODES = ("full", "truncated", "seed_window")
 DATASETS = ("mnist", "fashion_mnist")
 SOURCES = ("auto", "local", "download", "bundled")
 ORDERS = ("row", "pixel", "permuted")
+PROFILERS = (None, "simple", "advanced", "pytorch")  # None: rnnexp.lit.profiler.NoProfiler
