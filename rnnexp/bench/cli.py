@@ -127,9 +127,9 @@ def run_startup(args) -> dict:
 
 
 def run_sweep(args) -> dict:
-    from rnnexp.bench.sweep_throughput import measure_sweep
+    from rnnexp.bench.sweep_throughput import MODE_FLAGS, measure_sweep
 
-    modes = [mode.replace("_", " ").replace("sequential 1", "sequential, 1") for mode in _names(args.sweep_modes)]
+    modes = [MODE_FLAGS[mode] for mode in _names(args.sweep_modes)]
     return measure_sweep(args.sweep_steps, args.sweep_repeats, args.cell, args.hidden_size, args.dataset, args.source,
                          args.device, modes=modes)
 
@@ -233,6 +233,11 @@ def main(argv=None) -> int:
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown or not sections:
         parser.error(f"--only {','.join(unknown) or repr(args.only)}: allowed values are {', '.join(SECTIONS)}")
+    from rnnexp.bench.sweep_throughput import MODE_FLAGS
+
+    unknown = [m for m in _names(args.sweep_modes) if m not in MODE_FLAGS]
+    if unknown:
+        parser.error(f"--sweep-modes {','.join(unknown)}: allowed values are {', '.join(MODE_FLAGS)}")
     if args.device == "cuda":
         import torch
 

@@ -30,7 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytorch_lightning as pl
+
 from rnnexp.bench.config import compose_run_config, data_overrides, quiet_lightning
+from rnnexp.bench.plain_loop import synchronize
 
 VARIANTS = ("plain", "rnnexp, bar off", "rnnexp, bar on")
 TARGETS = {"rnnexp, bar off": 1.05, "rnnexp, bar on": 1.10}
@@ -50,43 +53,35 @@ def epoch_overrides(cell: str = "lstm", hidden_size: int = 128, batch_size: int 
     return overrides
 
 
-def _interleaving_callback():
-    import pytorch_lightning as pl
+class InterleavedPlainSteps(pl.Callback):
+    """One plain-loop step after each rnnexp training step, timed apart from the epoch."""
 
-    from rnnexp.bench.plain_loop import synchronize
+    def __init__(self, plain, device: str = "cpu"):
+        self.plain, self.device, self.result = plain, device, None
 
-    class InterleavedPlainSteps(pl.Callback):
-        """One plain-loop step after each rnnexp training step, timed apart from the epoch."""
+    def on_train_epoch_start(self, trainer, pl_module):
+        synchronize(self.device)
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self.plain_wall = self.plain_cpu = 0.0
 
-        def __init__(self, plain, device: str = "cpu"):
-            self.plain, self.device, self.result = plain, device, None
-
-        def on_train_epoch_start(self, trainer, pl_module):
-            synchronize(self.device)
-            self.wall, self.cpu = time.perf_counter(), time.process_time()
-            self.plain_wall = self.plain_cpu = 0.0
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if self.result is not None:
-                return
-            synchronize(self.device)
-            wall, cpu = time.perf_counter(), time.process_time()
-            self.plain.step()
-            synchronize(self.device)
-            self.plain_wall += time.perf_counter() - wall
-            self.plain_cpu += time.process_time() - cpu
-            if batch_idx + 1 == trainer.num_training_batches:
-                self.result = {"rnnexp_wall_s": time.perf_counter() - self.wall - self.plain_wall,
-                               "rnnexp_cpu_s": time.process_time() - self.cpu - self.plain_cpu,
-                               "plain_wall_s": self.plain_wall, "plain_cpu_s": self.plain_cpu, "steps": batch_idx + 1}
-
-    return InterleavedPlainSteps
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.result is not None:
+            return
+        synchronize(self.device)
+        wall, cpu = time.perf_counter(), time.process_time()
+        self.plain.step()
+        synchronize(self.device)
+        self.plain_wall += time.perf_counter() - wall
+        self.plain_cpu += time.process_time() - cpu
+        if batch_idx + 1 == trainer.num_training_batches:
+            self.result = {"rnnexp_wall_s": time.perf_counter() - self.wall - self.plain_wall,
+                           "rnnexp_cpu_s": time.process_time() - self.cpu - self.plain_cpu,
+                           "plain_wall_s": self.plain_wall, "plain_cpu_s": self.plain_cpu, "steps": batch_idx + 1}
 
 
 def interleaved_epoch(cfg, datamodule, plain, device: str = "cpu") -> dict:
     """One epoch through a Trainer built as `rnnexp.training.train` builds it (data module shared),
     with a step of `plain` (a PlainLoop) after each of its steps."""
-    import pytorch_lightning as pl
     import torch
 
     from rnnexp.build import build_callbacks, build_loggers, build_module, build_trainer, validate
@@ -96,7 +91,7 @@ def interleaved_epoch(cfg, datamodule, plain, device: str = "cpu") -> dict:
         torch.set_num_threads(int(cfg.threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     module = build_module(cfg, datamodule.task)
-    interleave = _interleaving_callback()(plain, device)
+    interleave = InterleavedPlainSteps(plain, device)
     callbacks = [*build_callbacks(cfg), interleave]
     trainer = build_trainer(cfg, callbacks, build_loggers(cfg), manual_optimization=not module.automatic_optimization)
     with contextlib.redirect_stdout(io.StringIO()):  # the model summary table, once per run: noise here
@@ -114,7 +109,6 @@ def measure_epoch(cell: str = "lstm", hidden_size: int = 128, batch_size: int = 
     bar off and on, and the ratios rnnexp / plain: per repeat the ratio of the interleaved sums
     (wall time; also CPU time), the median of the repeats reported with their range. `overrides`
     go on the command line of both sides' config (e.g. `~logger.tensorboard` to time without it)."""
-    import pytorch_lightning as pl
     import torch
 
     from rnnexp.bench.plain_loop import PlainLoop

@@ -29,6 +29,7 @@ from pathlib import Path
 
 TARGET = 1.6
 MODES = ("sequential", "sequential, 1 thread", "joblib")
+MODE_FLAGS = {"sequential": MODES[0], "sequential_1_thread": MODES[1], "joblib": MODES[2]}  # --sweep-modes names
 
 
 def job_overrides(steps: int, cell: str = "lstm", hidden_size: int = 128, dataset: str = "fashion_mnist",

@@ -80,8 +80,9 @@ class SequenceModel(pl.LightningModule):
         # The epoch's training loss, summed over samples: a running tensor sum costs nothing per step,
         # where a `self.log(..., on_epoch=True)` walks Lightning's result collection every step. Not in
         # checkpoints, like Lightning's own epoch accumulators: a resumed epoch averages what it trained.
-        self.register_buffer("_train_loss_sum", torch.zeros(()), persistent=False)
-        self._train_loss_count = 0  # samples in _train_loss_sum: known on the host, no tensor needed
+        # Inf or nan once any loss of the epoch was: DivergenceGuard tests this one number.
+        self.register_buffer("running_loss_sum", torch.zeros(()), persistent=False)
+        self._train_loss_count = 0  # samples in running_loss_sum: known on the host, no tensor needed
         self._pending_scores: list[tuple[torch.Tensor, torch.Tensor]] = []  # (scores, target) not yet in train_metric
         self._test_seen = 0
 
@@ -153,10 +154,10 @@ class SequenceModel(pl.LightningModule):
         # The epoch's values, under the names `self.log(on_step=True, on_epoch=True)` would give them:
         # train/loss_epoch for the loggers, train/loss for callbacks and the run record.
         if self._train_loss_count > 0:
-            mean = self._train_loss_sum / self._train_loss_count
+            mean = self.running_loss_sum / self._train_loss_count
             self.log("train/loss_epoch", mean, prog_bar=True)
             self.log("train/loss", mean, logger=False)
-        self._train_loss_sum.zero_()
+        self.running_loss_sum.zero_()
         self._train_loss_count = 0
         # Lightning computes the metric object now, then resets it for the next epoch.
         self._update_train_metric()
@@ -171,7 +172,7 @@ class SequenceModel(pl.LightningModule):
         # of microseconds, not the few it takes in a loop), so the bookkeeping is kept to one.
         loss, prediction = loss.detach(), prediction.detach()
         self.last_batch = (loss, prediction, target)  # for StepPrinter, DivergenceGuard, the progress bar
-        self._train_loss_sum.add_(loss, alpha=target.shape[0])  # non-finite once any loss was: DivergenceGuard
+        self.running_loss_sum.add_(loss, alpha=target.shape[0])
         self._train_loss_count += target.shape[0]
         # The metric is updated in one call per TRAIN_METRIC_EVERY steps (a torchmetrics update costs
         # as much as ten small tensor ops): same result, its argmax and concatenation batched too.
@@ -189,11 +190,6 @@ class SequenceModel(pl.LightningModule):
             if self.task.is_classification:
                 predicted = predicted.argmax(-1)  # the class, as the metric would take it from the scores
             self.train_metric.update(predicted, torch.cat(targets))
-
-    @property
-    def running_loss_sum(self) -> torch.Tensor:
-        """Sum of this epoch's training losses so far (sample-weighted): inf or nan once any was."""
-        return self._train_loss_sum
 
     def state_dict(self, *args, **kwargs):
         # A checkpoint holds the training metric's state: bring it up to date with the last steps first.
