@@ -183,6 +183,9 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list, manual_optimi
     # Under manual optimisation (truncated BPTT) Lightning refuses to clip: the module does it.
     if clip and not manual_optimization:
         node["gradient_clip_val"] = clip
+    from rnnexp.lit.nvml import drop_futile_nvml_check
+
+    drop_futile_nvml_check()  # Lightning is imported by now, and with it the per-step NVML probe
     extra = {}
     if node.get("profiler") is None:
         from rnnexp.lit.profiler import NoProfiler

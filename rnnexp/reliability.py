@@ -31,9 +31,13 @@ class DivergenceGuard(pl.Callback):
 
     def __init__(self, check_every_n_steps: int = 1):
         self.every = max(1, int(check_every_n_steps))
+        self._until_check = 1  # the first step is checked
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        if trainer.global_step % self.every == 0:
+        # A countdown of its own: reading trainer.global_step walks four Lightning objects
+        self._until_check -= 1
+        if self._until_check == 0:
+            self._until_check = self.every
             self._check_losses(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer, pl_module):
@@ -45,7 +49,8 @@ class DivergenceGuard(pl.Callback):
         checked = getattr(pl_module, "running_loss_sum", None)
         if checked is None:
             checked = stats[0] if stats is not None else None
-        if checked is None or bool(torch.isfinite(checked).all()):
+        # A 0-dim tensor: one isfinite op says it all (no `.all()` op after it)
+        if checked is None or bool(torch.isfinite(checked)):
             return
         # The weights first: non-finite weights (from an earlier step) make the loss non-finite too.
         self._check_weights(trainer, pl_module, list(pl_module.parameters()))

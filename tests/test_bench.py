@@ -66,7 +66,8 @@ def test_bench_command_reports_every_section_and_ratio_with_finite_numbers(tmp_p
             assert finite(check["value"]) and check["value"] > 0, check
 
     sections = report["sections"]
-    assert [r["variant"] for r in sections["epoch"]["rows"]] == ["plain", "rnnexp, bar off", "rnnexp, bar on"]
+    assert [r["variant"] for r in sections["epoch"]["rows"]] == ["plain", "plain, 2nd copy", "rnnexp, bar off",
+                                                                  "rnnexp, bar on"]
     assert all(r["steps"] == 3 and finite(r["wall_s"]) and finite(r["epoch_s"]) for r in sections["epoch"]["rows"])
     # interleaved: every repeat's ratio is there, and the reported one is their median
     for row in sections["epoch"]["rows"][1:]:
@@ -105,3 +106,39 @@ def test_scaling_moves_one_axis_at_a_time_from_the_base_point():
     for p in points:
         moved = [k for k in ("seq_len", "hidden_size", "batch_size") if p[k] != points[0][k]]
         assert moved in ([], [p["axis"]])
+
+
+def test_plain_loop_started_into_its_order_visits_the_same_epoch_from_elsewhere():
+    """The interleaved epoch benchmark starts its plain loop half an epoch in, so it never reads
+    rows rnnexp's step has just read: same seed, same order, every sample once per epoch."""
+    import torch
+
+    from rnnexp.bench.plain_loop import PlainLoop
+
+    seen = {}
+
+    class Recorder(torch.nn.Module):  # stands in for SequenceModel: forward, loss, optimizer_factory
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+            self.optimizer_factory = lambda params: torch.optim.SGD(params, lr=0.1)
+
+        def forward(self, x):
+            seen.setdefault(id(self), []).append(x[:, 0].long().tolist())
+            return x[:, :1] * self.weight, None
+
+        def loss(self, prediction, target):
+            return ((prediction.squeeze(-1) - target) ** 2).mean()
+
+    inputs = torch.arange(10.0).unsqueeze(1)  # sample i holds i
+    from_start, half_in = Recorder(), Recorder()
+    first = PlainLoop(from_start, inputs, torch.zeros(10), batch_size=3, seed=7)
+    second = PlainLoop(half_in, inputs, torch.zeros(10), batch_size=3, seed=7, start_batch=2)
+    for _ in range(4):  # one epoch: 3 + 3 + 3 + 1
+        first.step()
+        second.step()
+    a, b = seen[id(from_start)], seen[id(half_in)]
+    assert b == a[2:] + a[:2]
+    assert sorted(sum(b, [])) == list(range(10))
+    second.step()  # the next epoch starts at its own beginning, freshly shuffled
+    assert len(seen[id(half_in)][-1]) == 3

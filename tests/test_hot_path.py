@@ -4,8 +4,11 @@ bookkeeping that moved off the per-step path still produces the same numbers."""
 
 from __future__ import annotations
 
+import inspect
 import json
+import os
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -180,10 +183,14 @@ def test_divergence_guard_catches_a_non_finite_loss_from_any_step_since_its_last
     # non-finite weights are named first: they are the cause, the loss only shows it
     with pytest.raises(DivergenceError, match=r"the weight norm is (inf|nan)"):
         guard.on_before_optimizer_step(_Trainer(), _GuardedModule(float("nan"), float("nan"), weight=float("inf")), None)
-    # between checks (every 4th step here) nothing is looked at
-    trainer = _Trainer()
-    trainer.global_step = 5
-    DivergenceGuard(check_every_n_steps=4).on_before_optimizer_step(trainer, _GuardedModule(0.5, float("nan")), None)
+    # every 4th step here (the 1st, 5th, 9th, ...): nothing is looked at in between, and the
+    # divergence is caught at the next check
+    guard = DivergenceGuard(check_every_n_steps=4)
+    guard.on_before_optimizer_step(_Trainer(), _GuardedModule(0.5, 3.0), None)
+    for _ in range(3):
+        guard.on_before_optimizer_step(_Trainer(), _GuardedModule(0.5, float("nan")), None)
+    with pytest.raises(DivergenceError, match=r"the training loss is nan"):
+        guard.on_before_optimizer_step(_Trainer(), _GuardedModule(0.5, float("nan")), None)
 
 
 class _CountingTrainer:
@@ -212,3 +219,75 @@ def test_last_checkpoint_is_written_by_time_by_default_and_by_steps_when_asked(t
     assert run(LastCheckpoint(tmp_path / "b", every_n_seconds=1e-9)) == [0, 1, 2, 3, 4, 5, 6]
     assert run(LastCheckpoint(tmp_path / "c", every_n_train_steps=2, every_n_seconds=3600)) == [0, 2, 4, 6]
     assert run(LastCheckpoint(tmp_path / "d", every_n_train_steps=0, every_n_seconds=0)) == [0]
+
+
+def test_lightnings_nvml_cuda_probe_is_dropped_only_where_nvml_cannot_load(monkeypatch):
+    import rnnexp.lit.nvml as nvml
+
+    # Lightning's import sets the variable; torch's optimizers then probe NVML on every step.
+    monkeypatch.setenv(nvml.VARIABLE, "1")
+    monkeypatch.setattr(nvml, "LIBRARY", "libc.so.6")  # a library that loads: NVML "present", keep it
+    assert nvml.drop_futile_nvml_check() is False
+    assert nvml.VARIABLE in os.environ
+    monkeypatch.setattr(nvml, "LIBRARY", "librnnexp-no-such-nvml.so.1")  # absent: the probe is futile
+    assert nvml.drop_futile_nvml_check() is True
+    assert nvml.VARIABLE not in os.environ
+    assert nvml.drop_futile_nvml_check() is False  # nothing left to drop; the user's other values stay
+    monkeypatch.setenv(nvml.VARIABLE, "0")
+    assert nvml.drop_futile_nvml_check() is False and os.environ[nvml.VARIABLE] == "0"
+
+
+def test_training_step_signature_is_read_without_inspecting_the_function_each_step():
+    from pytorch_lightning.utilities.signature_utils import is_param_in_hook_signature
+
+    from rnnexp.lit.module import SequenceModel
+
+    # Lightning asks this on every step; the stored signature must be the one of the code itself
+    function = SequenceModel.training_step
+    bare = types.FunctionType(function.__code__, function.__globals__)  # no stored signature
+    assert function.__signature__ == inspect.signature(bare)
+    assert list(function.__signature__.parameters) == ["self", "batch", "batch_idx"]
+    module = SequenceModel.__new__(SequenceModel)
+    assert is_param_in_hook_signature(module.training_step, "batch_idx", min_args=2)
+
+
+def test_callbacks_idle_in_the_training_loop_sit_it_out_and_are_back_for_testing(make_cfg, monkeypatch):
+    from pytorch_lightning.callbacks import ModelSummary
+
+    from rnnexp.figures import TestFigures
+    from rnnexp.lit.idle_callbacks import idle_while_training
+    from rnnexp.reliability import InterruptCheckpoint
+
+    assert idle_while_training(TestFigures("unused")) and idle_while_training(ModelSummary())
+    assert not idle_while_training(InterruptCheckpoint("unused"))  # on_exception: can come at any step
+
+    during_steps, at_test = [], []
+
+    class Watcher(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            during_steps.append([type(cb).__name__ for cb in trainer.callbacks])
+
+        def on_test_start(self, trainer, pl_module):
+            at_test.append([type(cb).__name__ for cb in trainer.callbacks])
+
+    import rnnexp.build
+
+    build_callbacks = rnnexp.build.build_callbacks
+    monkeypatch.setattr(rnnexp.build, "build_callbacks", lambda c: [*build_callbacks(c), Watcher()])
+    cfg = make_cfg([*SMALL, "trainer.limit_train_batches=3"])
+    train(cfg)
+    assert during_steps and all("TestFigures" not in names and "ModelSummary" not in names and
+                                "DivergenceGuard" in names and "Watcher" in names for names in during_steps)
+    # the figures are drawn at test time: the full list is back, in its order
+    assert "TestFigures" in at_test[0] and at_test[0].index("DivergenceGuard") < at_test[0].index("TestFigures")
+    assert list((Path(cfg.paths.output_dir) / "figures").glob("*.png"))
+
+
+def test_a_batch_already_on_the_device_is_passed_through_untouched():
+    from rnnexp.lit.module import SequenceModel
+
+    module = SequenceModel.__new__(SequenceModel)
+    batch = (torch.zeros(2, 3, 4), torch.zeros(2, dtype=torch.long))
+    assert module.transfer_batch_to_device(batch, torch.device("cpu"), 0) is batch
+    moved = module.transfer_batch_to_device([torch.zeros(1, dtype=torch.float64), "tag"], torch.device("cpu"), 0)
+    assert moved[1] == "tag"  # anything else takes Lightning's general path

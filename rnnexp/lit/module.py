@@ -4,6 +4,7 @@ optimizer and scheduler from config, and a swappable BPTT strategy for the train
 from __future__ import annotations
 
 import gc
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from torch import nn
 
 from rnnexp.bptt import FullBPTT
 from rnnexp.data.task import TaskSpec
+from rnnexp.lit.idle_callbacks import TrainingLoopCallbacks
 from rnnexp.nn.recurrent import RecurrentEncoder, readout
 
 # steps whose scored predictions go to the training metric in one update
@@ -85,6 +87,7 @@ class SequenceModel(pl.LightningModule):
         self._train_loss_count = 0  # samples in running_loss_sum: known on the host, no tensor needed
         self._pending_scores: list[tuple[torch.Tensor, torch.Tensor]] = []  # (scores, target) not yet in train_metric
         self._test_seen = 0
+        self._loop_callbacks = TrainingLoopCallbacks()  # callbacks idle in the training loop sit it out
 
     def __setattr__(self, name: str, value) -> None:
         # nn.Module.__setattr__ first tests the value against Parameter, Buffer and Module (Python-level
@@ -136,15 +139,30 @@ class SequenceModel(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         return self.bptt.training_step(self, batch, batch_idx)
 
+    # Lightning reads training_step's signature on every step (inspect.getfullargspec, to decide
+    # whether to pass batch_idx): tens of microseconds each time. A signature stored on the
+    # function is what inspect returns first, so it is worked out once, here.
+    training_step.__signature__ = inspect.signature(training_step)
+
     def on_train_start(self):
         # What is alive now (the modules of torch, Lightning and Hydra, the data, this Trainer: some
         # 500k objects) lives as long as the run. Frozen out of the cyclic garbage collector's sight,
         # the full collections that the training loop's many small allocations trigger now and then
         # cost milliseconds instead of a quarter of a second each on a 2-core machine.
         gc.freeze()
+        self._loop_callbacks.start(self.trainer)
 
     def on_train_end(self):
         gc.unfreeze()  # back in the collector's care: a process that trains again can free them
+        self._loop_callbacks.end(self.trainer)
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        # Lightning's default walks the batch as a general collection and calls `.to` on each
+        # tensor, every step: a batch of (inputs, targets) already on the device needs none of it.
+        if (isinstance(batch, (tuple, list)) and len(batch) == 2
+                and all(isinstance(t, torch.Tensor) and t.device == device for t in batch)):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def on_train_epoch_end(self):
         # Under manual optimisation Lightning steps no LR scheduler: the BPTT strategy does.
