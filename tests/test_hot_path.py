@@ -283,11 +283,18 @@ def test_callbacks_idle_in_the_training_loop_sit_it_out_and_are_back_for_testing
     assert list((Path(cfg.paths.output_dir) / "figures").glob("*.png"))
 
 
-def test_a_batch_already_on_the_device_is_passed_through_untouched():
+def test_a_batch_already_on_the_device_is_passed_through_untouched(recwarn):
+    datamodule = SequenceImageDataModule(source="bundled", batch_size=100)
+    batch = (torch.zeros(2, 3, 4), torch.zeros(2, dtype=torch.long))
+    assert datamodule.transfer_batch_to_device(batch, torch.device("cpu"), 0) is batch
+    moved = datamodule.transfer_batch_to_device([torch.zeros(1, dtype=torch.float64), "tag"], torch.device("cpu"), 0)
+    assert moved[1] == "tag"  # anything else takes Lightning's general path
+    # the hook lives on the data module, where Lightning looks first: no "overridden in the
+    # LightningModule but a LightningDataModule was passed" warning in every run
+    from pytorch_lightning.trainer.connectors.data_connector import _DataHookSelector
+
     from rnnexp.lit.module import SequenceModel
 
-    module = SequenceModel.__new__(SequenceModel)
-    batch = (torch.zeros(2, 3, 4), torch.zeros(2, dtype=torch.long))
-    assert module.transfer_batch_to_device(batch, torch.device("cpu"), 0) is batch
-    moved = module.transfer_batch_to_device([torch.zeros(1, dtype=torch.float64), "tag"], torch.device("cpu"), 0)
-    assert moved[1] == "tag"  # anything else takes Lightning's general path
+    selector = _DataHookSelector(SequenceModel.__new__(SequenceModel), datamodule)
+    assert selector.get_instance("transfer_batch_to_device") is datamodule
+    assert not [w for w in recwarn if "transfer_batch_to_device" in str(w.message)]

@@ -48,6 +48,15 @@ class InMemoryDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        # Lightning's default walks the batch as a general collection and calls `.to` on each
+        # tensor, every step: a batch of (inputs, targets) already on the device needs none of it.
+        # (Here, not on the LightningModule: Lightning takes this hook from the data module.)
+        if (isinstance(batch, (tuple, list)) and len(batch) == 2
+                and all(isinstance(t, torch.Tensor) and t.device == device for t in batch)):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def train_dataloader(self):
         return batch_loader(self.splits[0], self.batch_size, shuffle=True, seed=self.shuffle_seed)
 

@@ -156,13 +156,6 @@ class SequenceModel(pl.LightningModule):
         gc.unfreeze()  # back in the collector's care: a process that trains again can free them
         self._loop_callbacks.end(self.trainer)
 
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        # Lightning's default walks the batch as a general collection and calls `.to` on each
-        # tensor, every step: a batch of (inputs, targets) already on the device needs none of it.
-        if (isinstance(batch, (tuple, list)) and len(batch) == 2
-                and all(isinstance(t, torch.Tensor) and t.device == device for t in batch)):
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def on_train_epoch_end(self):
         # Under manual optimisation Lightning steps no LR scheduler: the BPTT strategy does.
