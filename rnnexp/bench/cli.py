@@ -6,7 +6,8 @@
     rnnexp-bench --device cuda --precision bf16-mixed --only epoch,scaling
 
 Sections (each also runs alone as `python -m rnnexp.bench.<module>`):
-    epoch      rnnexp's training epoch / a plain PyTorch loop, progress bar off and on   (bench.epoch)
+    epoch      rnnexp's training epoch / a plain PyTorch loop, progress bar off and on,  (bench.epoch)
+               interleaved step by step; a 2nd plain loop in rnnexp's place checks the harness
     backends   native vs explicit backend, eager and compiled, per cell                (bench.backends)
     bptt       full vs truncated BPTT at T=784: step time and peak memory growth       (bench.truncation)
     startup    rnnexp-train --cfg job, --help, time to the first training step         (bench.startup)
