@@ -83,7 +83,8 @@ def validate(cfg: DictConfig) -> None:
     if clip is not None and (not isinstance(clip, (int, float)) or clip < 0):
         raise ConfigError("trainer.gradient_clip_val", clip, "a number >= 0 (0 = no clipping)")
     if cfg.trainer.get("profiler") not in PROFILERS:
-        raise ConfigError("trainer.profiler", cfg.trainer.profiler, "null, simple, advanced, pytorch")
+        raise ConfigError("trainer.profiler", cfg.trainer.profiler,
+                          ", ".join("null" if name is None else name for name in PROFILERS))
     periodic = (cfg.get("callbacks") or {}).get("periodic_checkpoint") or {}
     seconds = periodic.get("every_n_seconds", 0)
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:

@@ -46,7 +46,6 @@ class PlainLoop:
         self.generator = torch.Generator().manual_seed(seed)
         self.batches = iter(())
         self.start_batch = start_batch
-        self.loss = None
 
     def _next_indices(self) -> torch.Tensor:
         index = next(self.batches, None)
@@ -72,4 +71,3 @@ class PlainLoop:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-        self.loss = loss.detach()

@@ -156,7 +156,6 @@ class SequenceModel(pl.LightningModule):
         gc.unfreeze()  # back in the collector's care: a process that trains again can free them
         self._loop_callbacks.end(self.trainer)
 
-
     def on_train_epoch_end(self):
         # Under manual optimisation Lightning steps no LR scheduler: the BPTT strategy does.
         hook = getattr(self.bptt, "on_train_epoch_end", None)
