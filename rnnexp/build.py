@@ -85,6 +85,8 @@ def validate(cfg: DictConfig) -> None:
     if cfg.trainer.get("profiler") not in PROFILERS:
         raise ConfigError("trainer.profiler", cfg.trainer.profiler,
                           ", ".join("null" if name is None else name for name in PROFILERS))
+    if OmegaConf.select(cfg, "callbacks.divergence_guard.check_every_n_steps") is not None:
+        _positive_int(cfg, "callbacks.divergence_guard.check_every_n_steps", "an integer >= 1 (1 = every step)")
     periodic = (cfg.get("callbacks") or {}).get("periodic_checkpoint") or {}
     seconds = periodic.get("every_n_seconds", 0)
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
