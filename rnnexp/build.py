@@ -186,9 +186,11 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list, manual_optimi
     # Under manual optimisation (truncated BPTT) Lightning refuses to clip: the module does it.
     if clip and not manual_optimization:
         node["gradient_clip_val"] = clip
+    from rnnexp.lit import hook_dispatch
     from rnnexp.lit.nvml import drop_futile_nvml_check
 
     drop_futile_nvml_check()  # Lightning is imported by now, and with it the per-step NVML probe
+    hook_dispatch.install()  # empty hooks are skipped where the profiler is NoProfiler (below)
     extra = {}
     if node.get("profiler") is None:
         from rnnexp.lit.profiler import NoProfiler

@@ -251,38 +251,6 @@ def test_training_step_signature_is_read_without_inspecting_the_function_each_st
     assert is_param_in_hook_signature(module.training_step, "batch_idx", min_args=2)
 
 
-def test_callbacks_idle_in_the_training_loop_sit_it_out_and_are_back_for_testing(make_cfg, monkeypatch):
-    from pytorch_lightning.callbacks import ModelSummary
-
-    from rnnexp.figures import TestFigures
-    from rnnexp.lit.idle_callbacks import idle_while_training
-    from rnnexp.reliability import InterruptCheckpoint
-
-    assert idle_while_training(TestFigures("unused")) and idle_while_training(ModelSummary())
-    assert not idle_while_training(InterruptCheckpoint("unused"))  # on_exception: can come at any step
-
-    during_steps, at_test = [], []
-
-    class Watcher(pl.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            during_steps.append([type(cb).__name__ for cb in trainer.callbacks])
-
-        def on_test_start(self, trainer, pl_module):
-            at_test.append([type(cb).__name__ for cb in trainer.callbacks])
-
-    import rnnexp.build
-
-    build_callbacks = rnnexp.build.build_callbacks
-    monkeypatch.setattr(rnnexp.build, "build_callbacks", lambda c: [*build_callbacks(c), Watcher()])
-    cfg = make_cfg([*SMALL, "trainer.limit_train_batches=3"])
-    train(cfg)
-    assert during_steps and all("TestFigures" not in names and "ModelSummary" not in names and
-                                "DivergenceGuard" in names and "Watcher" in names for names in during_steps)
-    # the figures are drawn at test time: the full list is back, in its order
-    assert "TestFigures" in at_test[0] and at_test[0].index("DivergenceGuard") < at_test[0].index("TestFigures")
-    assert list((Path(cfg.paths.output_dir) / "figures").glob("*.png"))
-
-
 def test_a_batch_already_on_the_device_is_passed_through_untouched(recwarn):
     datamodule = SequenceImageDataModule(source="bundled", batch_size=100)
     batch = (torch.zeros(2, 3, 4), torch.zeros(2, dtype=torch.long))
@@ -298,3 +266,172 @@ def test_a_batch_already_on_the_device_is_passed_through_untouched(recwarn):
     selector = _DataHookSelector(SequenceModel.__new__(SequenceModel), datamodule)
     assert selector.get_instance("transfer_batch_to_device") is datamodule
     assert not [w for w in recwarn if "transfer_batch_to_device" in str(w.message)]
+
+
+def test_empty_hook_bodies_are_told_from_real_ones_by_their_bytecode():
+    from rnnexp.lit.hook_dispatch import has_empty_body
+
+    def passes(trainer, pl_module):
+        pass
+
+    def documented(trainer, pl_module):
+        """Only a docstring."""
+
+    def ellipsis(trainer):
+        ...
+
+    def returns_none():
+        return None
+
+    def returns_one():
+        return 1
+
+    def acts(trainer):
+        trainer.should_stop = True
+
+    assert all(has_empty_body(fn) for fn in (passes, documented, ellipsis, returns_none))
+    assert not any(has_empty_body(fn) for fn in (returns_one, acts, print, lambda: 0))
+    assert has_empty_body(pl.Callback().on_before_backward)  # a bound method: its function is read
+    assert not has_empty_body(pl.Callback().state_dict)  # returns {}
+
+
+class _TinyRegression(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(3, 1)
+
+    def training_step(self, batch, batch_idx):
+        return torch.nn.functional.mse_loss(self.layer(batch[0]).squeeze(-1), batch[1])
+
+    def on_before_zero_grad(self, optimizer):  # a module hook with a body: still called
+        self.log("hooked", 1.0)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        data = torch.utils.data.TensorDataset(torch.randn(12, 3), torch.randn(12))
+        return torch.utils.data.DataLoader(data, batch_size=4)
+
+
+class _HookRecorder(pl.Callback):
+    """Records each per-step hook it implements, with the module's `_current_fx_name` then."""
+
+    def __init__(self):
+        self.calls = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.calls.append(("on_train_batch_start", pl_module._current_fx_name, batch_idx))
+
+    def on_before_backward(self, trainer, pl_module, loss):
+        self.calls.append(("on_before_backward", pl_module._current_fx_name, float(loss.detach())))
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.calls.append(("on_before_optimizer_step", pl_module._current_fx_name, type(optimizer).__name__))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.calls.append(("on_train_batch_end", pl_module._current_fx_name, batch_idx))
+
+
+class _EmptyHooks(pl.Callback):
+    def on_after_backward(self, trainer, pl_module):
+        """Overridden, but empty: as good as not implemented."""
+
+
+def _fit_recording_calls(profiler, skip_empty) -> tuple[list, set, pl.Trainer]:
+    """Fit _TinyRegression for 3 steps; the recorder's calls and the code objects Python entered."""
+    import sys
+
+    from rnnexp.lit import hook_dispatch
+
+    (hook_dispatch.install if skip_empty else hook_dispatch.uninstall)()
+    torch.manual_seed(0)
+    recorder = _HookRecorder()
+    trainer = pl.Trainer(max_steps=3, profiler=profiler, callbacks=[recorder, _EmptyHooks()], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    entered = set()
+
+    def watch(frame, event, arg):
+        if event == "call":
+            entered.add(frame.f_code)
+
+    sys.setprofile(watch)
+    try:
+        trainer.fit(_TinyRegression())
+    finally:
+        sys.setprofile(None)
+    return recorder.calls, entered, trainer
+
+
+def test_rnnexp_trainers_skip_empty_hooks_and_call_the_rest_exactly_as_lightning_does(monkeypatch):
+    from pytorch_lightning.trainer import call
+
+    from rnnexp.lit import hook_dispatch
+    from rnnexp.lit.profiler import NoProfiler
+
+    monkeypatch.setattr(call, "_call_callback_hooks", call._call_callback_hooks)  # restored after the test
+    monkeypatch.setattr(call, "_call_lightning_module_hook", call._call_lightning_module_hook)
+    lightning_calls, lightning_entered, _ = _fit_recording_calls(NoProfiler(), skip_empty=False)
+    rnnexp_calls, rnnexp_entered, trainer = _fit_recording_calls(NoProfiler(), skip_empty=True)
+
+    assert rnnexp_calls == lightning_calls and len(lightning_calls) == 12  # 4 hooks x 3 steps, same order
+    assert trainer.callback_metrics["hooked"] == 1.0  # a module hook with a body still runs
+    empty = {pl.Callback.on_before_zero_grad.__code__, _EmptyHooks.on_after_backward.__code__,
+             pl.LightningModule.on_after_backward.__code__}
+    assert empty <= lightning_entered  # Lightning calls them every step...
+    assert not empty & rnnexp_entered  # ...rnnexp's trainers do not
+    assert hook_dispatch.call_callback_hooks.__code__ in rnnexp_entered
+
+
+def test_a_real_profiler_still_sees_every_hook_lightning_calls(monkeypatch):
+    from pytorch_lightning.profilers import SimpleProfiler
+    from pytorch_lightning.trainer import call
+
+    monkeypatch.setattr(call, "_call_callback_hooks", call._call_callback_hooks)
+    monkeypatch.setattr(call, "_call_lightning_module_hook", call._call_lightning_module_hook)
+    calls, _, trainer = _fit_recording_calls(SimpleProfiler(), skip_empty=True)
+    actions = set(trainer.profiler.recorded_durations)
+    assert "[Callback]_EmptyHooks.on_after_backward" in actions  # empty, recorded: Lightning's path
+    assert "[LightningModule]_TinyRegression.on_after_backward" in actions
+    assert len(calls) == 12
+
+
+def test_monitoring_callbacks_are_chosen_as_lightning_chooses_them():
+    from types import SimpleNamespace
+
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from rnnexp.lit.hook_dispatch import call_callback_hooks
+    from rnnexp.lit.profiler import NoProfiler
+
+    seen = []
+
+    class Monitor(ModelCheckpoint):
+        def on_validation_end(self, trainer, pl_module):
+            seen.append(("monitor", pl_module._current_fx_name))
+
+    class Other(pl.Callback):
+        def on_validation_end(self, trainer, pl_module):
+            seen.append(("other", pl_module._current_fx_name))
+
+    module = SimpleNamespace(_current_fx_name="validation_step")
+    trainer = SimpleNamespace(profiler=NoProfiler(), lightning_module=module, callbacks=[Other(), Monitor()])
+    for monitoring in (True, False, None):
+        call_callback_hooks(trainer, "on_validation_end", monitoring_callbacks=monitoring)
+    assert seen == [("monitor", "on_validation_end"), ("other", "on_validation_end"),
+                    ("other", "on_validation_end"), ("monitor", "on_validation_end")]
+    assert module._current_fx_name == "validation_step"  # restored after the hooks
+
+
+def test_build_trainer_routes_lightnings_hook_calls_through_rnnexp(make_cfg, monkeypatch):
+    from pytorch_lightning.trainer import call
+
+    from rnnexp.build import build_trainer
+    from rnnexp.lit import hook_dispatch
+
+    monkeypatch.setattr(call, "_call_callback_hooks", call._call_callback_hooks)
+    monkeypatch.setattr(call, "_call_lightning_module_hook", call._call_lightning_module_hook)
+    hook_dispatch.uninstall()
+    build_trainer(make_cfg([]), [], [], False)
+    assert call._call_callback_hooks is hook_dispatch.call_callback_hooks
+    assert call._call_lightning_module_hook is hook_dispatch.call_lightning_module_hook

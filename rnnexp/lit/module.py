@@ -17,7 +17,6 @@ from torch import nn
 
 from rnnexp.bptt import FullBPTT
 from rnnexp.data.task import TaskSpec
-from rnnexp.lit.idle_callbacks import TrainingLoopCallbacks
 from rnnexp.nn.recurrent import RecurrentEncoder, readout
 
 # steps whose scored predictions go to the training metric in one update
@@ -87,7 +86,6 @@ class SequenceModel(pl.LightningModule):
         self._train_loss_count = 0  # samples in running_loss_sum: known on the host, no tensor needed
         self._pending_scores: list[tuple[torch.Tensor, torch.Tensor]] = []  # (scores, target) not yet in train_metric
         self._test_seen = 0
-        self._loop_callbacks = TrainingLoopCallbacks()  # callbacks idle in the training loop sit it out
 
     def __setattr__(self, name: str, value) -> None:
         # nn.Module.__setattr__ first tests the value against Parameter, Buffer and Module (Python-level
@@ -150,11 +148,9 @@ class SequenceModel(pl.LightningModule):
         # the full collections that the training loop's many small allocations trigger now and then
         # cost milliseconds instead of a quarter of a second each on a 2-core machine.
         gc.freeze()
-        self._loop_callbacks.start(self.trainer)
 
     def on_train_end(self):
         gc.unfreeze()  # back in the collector's care: a process that trains again can free them
-        self._loop_callbacks.end(self.trainer)
 
     def on_train_epoch_end(self):
         # Under manual optimisation Lightning steps no LR scheduler: the BPTT strategy does.
@@ -259,6 +255,13 @@ class SequenceModel(pl.LightningModule):
             self.log(f"test/acc_first{self.report_first_n}", self._first_n_correct.float() / max(seen, 1))
 
     # -- optimisation ---------------------------------------------------------------------------
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        # Lightning calls this after every backward pass with trainer.gradient_clip_val, and its
+        # default parses and checks the algorithm's name before finding there is nothing to clip:
+        # ~50 us a step here. Without a clip value there is nothing to do.
+        if gradient_clip_val:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_spec is None:
