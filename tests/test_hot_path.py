@@ -299,11 +299,14 @@ class _TinyRegression(pl.LightningModule):
     def __init__(self):
         super().__init__()
         self.layer = torch.nn.Linear(3, 1)
+        self.fx_names = []  # `_current_fx_name` as the module's own hooks see it
 
-    def training_step(self, batch, batch_idx):
+    def training_step(self, batch, batch_idx):  # called through the strategy
+        self.fx_names.append(self._current_fx_name)
         return torch.nn.functional.mse_loss(self.layer(batch[0]).squeeze(-1), batch[1])
 
     def on_before_zero_grad(self, optimizer):  # a module hook with a body: still called
+        self.fx_names.append(self._current_fx_name)
         self.log("hooked", 1.0)
 
     def configure_optimizers(self):
@@ -338,8 +341,19 @@ class _EmptyHooks(pl.Callback):
         """Overridden, but empty: as good as not implemented."""
 
 
+@pytest.fixture
+def dispatch_restored(monkeypatch):
+    """Whatever Lightning's dispatch functions are now, they are again after the test."""
+    from pytorch_lightning.trainer import call
+
+    for name in ("_call_callback_hooks", "_call_lightning_module_hook", "_call_strategy_hook"):
+        monkeypatch.setattr(call, name, getattr(call, name))
+    return call
+
+
 def _fit_recording_calls(profiler, skip_empty) -> tuple[list, set, pl.Trainer]:
-    """Fit _TinyRegression for 3 steps; the recorder's calls and the code objects Python entered."""
+    """Fit _TinyRegression for 3 steps: the recorder's calls then the module's fx names, the code objects
+    Python entered, the trainer."""
     import sys
 
     from rnnexp.lit import hook_dispatch
@@ -355,45 +369,45 @@ def _fit_recording_calls(profiler, skip_empty) -> tuple[list, set, pl.Trainer]:
         if event == "call":
             entered.add(frame.f_code)
 
+    module = _TinyRegression()
     sys.setprofile(watch)
     try:
-        trainer.fit(_TinyRegression())
+        trainer.fit(module)
     finally:
         sys.setprofile(None)
-    return recorder.calls, entered, trainer
+    return recorder.calls + module.fx_names, entered, trainer
 
 
-def test_rnnexp_trainers_skip_empty_hooks_and_call_the_rest_exactly_as_lightning_does(monkeypatch):
-    from pytorch_lightning.trainer import call
+def test_rnnexp_trainers_skip_empty_hooks_and_call_the_rest_exactly_as_lightning_does(dispatch_restored):
+    from pytorch_lightning.strategies import Strategy
 
     from rnnexp.lit import hook_dispatch
     from rnnexp.lit.profiler import NoProfiler
 
-    monkeypatch.setattr(call, "_call_callback_hooks", call._call_callback_hooks)  # restored after the test
-    monkeypatch.setattr(call, "_call_lightning_module_hook", call._call_lightning_module_hook)
     lightning_calls, lightning_entered, _ = _fit_recording_calls(NoProfiler(), skip_empty=False)
     rnnexp_calls, rnnexp_entered, trainer = _fit_recording_calls(NoProfiler(), skip_empty=True)
 
-    assert rnnexp_calls == lightning_calls and len(lightning_calls) == 12  # 4 hooks x 3 steps, same order
+    # 4 callback hooks x 3 steps, same order, arguments and _current_fx_name; then the module's
+    assert rnnexp_calls == lightning_calls and len(lightning_calls) == 12 + 6
+    assert lightning_calls[12:] == ["training_step", "on_before_zero_grad"] * 3
     assert trainer.callback_metrics["hooked"] == 1.0  # a module hook with a body still runs
     empty = {pl.Callback.on_before_zero_grad.__code__, _EmptyHooks.on_after_backward.__code__,
-             pl.LightningModule.on_after_backward.__code__}
+             pl.LightningModule.on_after_backward.__code__, Strategy.on_train_batch_start.__code__}
     assert empty <= lightning_entered  # Lightning calls them every step...
     assert not empty & rnnexp_entered  # ...rnnexp's trainers do not
-    assert hook_dispatch.call_callback_hooks.__code__ in rnnexp_entered
+    assert {hook_dispatch.call_callback_hooks.__code__, hook_dispatch.call_lightning_module_hook.__code__,
+            hook_dispatch.call_strategy_hook.__code__} <= rnnexp_entered
 
 
-def test_a_real_profiler_still_sees_every_hook_lightning_calls(monkeypatch):
+def test_a_real_profiler_still_sees_every_hook_lightning_calls(dispatch_restored):
     from pytorch_lightning.profilers import SimpleProfiler
-    from pytorch_lightning.trainer import call
 
-    monkeypatch.setattr(call, "_call_callback_hooks", call._call_callback_hooks)
-    monkeypatch.setattr(call, "_call_lightning_module_hook", call._call_lightning_module_hook)
     calls, _, trainer = _fit_recording_calls(SimpleProfiler(), skip_empty=True)
     actions = set(trainer.profiler.recorded_durations)
     assert "[Callback]_EmptyHooks.on_after_backward" in actions  # empty, recorded: Lightning's path
     assert "[LightningModule]_TinyRegression.on_after_backward" in actions
-    assert len(calls) == 12
+    assert "[Strategy]SingleDeviceStrategy.on_train_batch_start" in actions
+    assert len(calls) == 12 + 6
 
 
 def test_monitoring_callbacks_are_chosen_as_lightning_chooses_them():
@@ -423,15 +437,13 @@ def test_monitoring_callbacks_are_chosen_as_lightning_chooses_them():
     assert module._current_fx_name == "validation_step"  # restored after the hooks
 
 
-def test_build_trainer_routes_lightnings_hook_calls_through_rnnexp(make_cfg, monkeypatch):
-    from pytorch_lightning.trainer import call
-
+def test_build_trainer_routes_lightnings_hook_calls_through_rnnexp(make_cfg, dispatch_restored):
     from rnnexp.build import build_trainer
     from rnnexp.lit import hook_dispatch
 
-    monkeypatch.setattr(call, "_call_callback_hooks", call._call_callback_hooks)
-    monkeypatch.setattr(call, "_call_lightning_module_hook", call._call_lightning_module_hook)
     hook_dispatch.uninstall()
     build_trainer(make_cfg([]), [], [], False)
+    call = dispatch_restored
     assert call._call_callback_hooks is hook_dispatch.call_callback_hooks
     assert call._call_lightning_module_hook is hook_dispatch.call_lightning_module_hook
+    assert call._call_strategy_hook is hook_dispatch.call_strategy_hook

@@ -6,17 +6,18 @@ on_train_batch_end) and about ten LightningModule hooks, whether a class impleme
 inherits the base class's empty body. Each call costs a few microseconds of Python: a debug
 message formatted whether or not it is shown, the profiler's context with a name built from the
 callback's `state_key` (ModelCheckpoint's formats a dict each time), `_current_fx_name` set and
-reset; more with the caches cold after a backward pass. With rnnexp's default callbacks that was
-~1% of an LSTM-128 training step here (scripts/hook_dispatch_ab.py: rnnexp / plain loop 1.068 with
-Lightning's dispatch, 1.056 with this one).
+reset; more with the caches cold after a backward pass. With rnnexp's default callbacks that is up
+to ~1% of an LSTM-128 training step here (scripts/hook_dispatch_ab.py, README "Performance").
 
 Calling an empty body does nothing and returns None, so not calling it changes nothing but the time.
-`install()` wraps Lightning's two dispatch functions (`pytorch_lightning.trainer.call`, which the
-loops look up on every call): for a trainer whose profiler is rnnexp's `NoProfiler` (the default,
-which records nothing), hooks with an empty body are skipped and the rest are called as Lightning
-calls them, in the same order, with the same arguments and `_current_fx_name`. Any other profiler
-(`trainer.profiler=simple|advanced|pytorch`), and any Trainer rnnexp did not build, goes through
-Lightning's own functions untouched, so a profile still lists every hook.
+`install()` replaces Lightning's callback, LightningModule and strategy dispatch functions
+(`pytorch_lightning.trainer.call`, which the loops look up on every call). For a trainer whose
+profiler is rnnexp's `NoProfiler` (the default, which records nothing) they call each hook as
+Lightning does, in the same order, with the same arguments and `_current_fx_name`, minus what does
+nothing there: hooks with an empty body, the profiler's context, and the debug message when debug
+logging is off. Any other profiler (`trainer.profiler=simple|advanced|pytorch`), and any Trainer
+rnnexp did not build, goes through Lightning's own functions untouched, so a profile still lists
+every hook.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ log = logging.getLogger(call.__name__)  # Lightning's own debug messages, under 
 
 _LIGHTNING_CALLBACK_HOOKS = call._call_callback_hooks
 _LIGHTNING_MODULE_HOOK = call._call_lightning_module_hook
+_LIGHTNING_STRATEGY_HOOK = call._call_strategy_hook
 
 _empty_code: dict[CodeType, bool] = {}
 
@@ -83,21 +85,51 @@ def call_callback_hooks(trainer, hook_name: str, *args: Any, monitoring_callback
         pl_module._current_fx_name = previous_fx_name
 
 
+def _call_as_fx(pl_module, hook_name: str, fn: Callable, args: tuple, kwargs: dict) -> Any:
+    """fn(*args, **kwargs) with the module's `_current_fx_name` set to hook_name meanwhile."""
+    previous_fx_name = pl_module._current_fx_name
+    pl_module._current_fx_name = hook_name
+    output = fn(*args, **kwargs)
+    pl_module._current_fx_name = previous_fx_name  # restored only on success, as Lightning does
+    return output
+
+
 def call_lightning_module_hook(trainer, hook_name: str, *args: Any, pl_module=None, **kwargs: Any) -> Any:
     """Lightning's `_call_lightning_module_hook`, returning None at once for an empty hook."""
-    if _skips_empty_hooks(trainer):
-        module = pl_module or trainer.lightning_module
-        if module is not None and has_empty_body(getattr(module, hook_name)):
-            return None
-    return _LIGHTNING_MODULE_HOOK(trainer, hook_name, *args, pl_module=pl_module, **kwargs)
+    module = pl_module or trainer.lightning_module
+    if module is None or not _skips_empty_hooks(trainer):  # Lightning's error, or its profiled path
+        return _LIGHTNING_MODULE_HOOK(trainer, hook_name, *args, pl_module=pl_module, **kwargs)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(f"{trainer.__class__.__name__}: calling lightning module hook: {hook_name}")
+    fn = getattr(module, hook_name)
+    if not callable(fn) or has_empty_body(fn):
+        return None
+    return _call_as_fx(module, hook_name, fn, args, kwargs)
+
+
+def call_strategy_hook(trainer, hook_name: str, *args: Any, **kwargs: Any) -> Any:
+    """Lightning's `_call_strategy_hook` (training_step, backward, batch_to_device, ...), the same way."""
+    if not _skips_empty_hooks(trainer):
+        return _LIGHTNING_STRATEGY_HOOK(trainer, hook_name, *args, **kwargs)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(f"{trainer.__class__.__name__}: calling strategy hook: {hook_name}")
+    fn = getattr(trainer.strategy, hook_name)
+    if not callable(fn) or has_empty_body(fn):
+        return None
+    return _call_as_fx(trainer.lightning_module, hook_name, fn, args, kwargs)
+
+
+_ROUTES = {"_call_callback_hooks": (call_callback_hooks, _LIGHTNING_CALLBACK_HOOKS),
+           "_call_lightning_module_hook": (call_lightning_module_hook, _LIGHTNING_MODULE_HOOK),
+           "_call_strategy_hook": (call_strategy_hook, _LIGHTNING_STRATEGY_HOOK)}
 
 
 def install() -> None:
-    """Route Lightning's loops through the two functions above (idempotent)."""
-    call._call_callback_hooks = call_callback_hooks
-    call._call_lightning_module_hook = call_lightning_module_hook
+    """Route Lightning's loops through the functions above (idempotent)."""
+    for name, (ours, _) in _ROUTES.items():
+        setattr(call, name, ours)
 
 
 def uninstall() -> None:
-    call._call_callback_hooks = _LIGHTNING_CALLBACK_HOOKS
-    call._call_lightning_module_hook = _LIGHTNING_MODULE_HOOK
+    for name, (_, lightnings) in _ROUTES.items():
+        setattr(call, name, lightnings)
