@@ -57,14 +57,15 @@ def has_empty_body(fn: Callable) -> bool:
     return empty
 
 
-def _skips_empty_hooks(trainer) -> bool:
+def _records_nothing(trainer) -> bool:
+    """True for rnnexp's NoProfiler: the trainers whose hooks this module calls."""
     return type(trainer.profiler) is NoProfiler
 
 
 def call_callback_hooks(trainer, hook_name: str, *args: Any, monitoring_callbacks: bool | None = None,
                         **kwargs: Any) -> None:
     """Lightning's `_call_callback_hooks`, minus the callbacks whose `hook_name` is empty."""
-    if not _skips_empty_hooks(trainer):
+    if not _records_nothing(trainer):
         return _LIGHTNING_CALLBACK_HOOKS(trainer, hook_name, *args, monitoring_callbacks=monitoring_callbacks,
                                          **kwargs)
     if log.isEnabledFor(logging.DEBUG):
@@ -97,7 +98,7 @@ def _call_as_fx(pl_module, hook_name: str, fn: Callable, args: tuple, kwargs: di
 def call_lightning_module_hook(trainer, hook_name: str, *args: Any, pl_module=None, **kwargs: Any) -> Any:
     """Lightning's `_call_lightning_module_hook`, returning None at once for an empty hook."""
     module = pl_module or trainer.lightning_module
-    if module is None or not _skips_empty_hooks(trainer):  # Lightning's error, or its profiled path
+    if module is None or not _records_nothing(trainer):  # Lightning's error, or its profiled path
         return _LIGHTNING_MODULE_HOOK(trainer, hook_name, *args, pl_module=pl_module, **kwargs)
     if log.isEnabledFor(logging.DEBUG):
         log.debug(f"{trainer.__class__.__name__}: calling lightning module hook: {hook_name}")
@@ -109,7 +110,7 @@ def call_lightning_module_hook(trainer, hook_name: str, *args: Any, pl_module=No
 
 def call_strategy_hook(trainer, hook_name: str, *args: Any, **kwargs: Any) -> Any:
     """Lightning's `_call_strategy_hook` (training_step, backward, batch_to_device, ...), the same way."""
-    if not _skips_empty_hooks(trainer):
+    if not _records_nothing(trainer):
         return _LIGHTNING_STRATEGY_HOOK(trainer, hook_name, *args, **kwargs)
     if log.isEnabledFor(logging.DEBUG):
         log.debug(f"{trainer.__class__.__name__}: calling strategy hook: {hook_name}")
