@@ -27,6 +27,16 @@ def _positive_int(cfg: DictConfig, key: str, allow: str = "an integer > 0") -> N
         raise ConfigError(key, value, allow)
 
 
+def configure_torch(cfg: DictConfig) -> None:
+    """The process-wide torch settings a run asks for: intra-op threads (0: leave them as they
+    are) and flushing of float32 denormals to zero on the CPU."""
+    import torch
+
+    if cfg.threads and int(cfg.threads) > 0:
+        torch.set_num_threads(int(cfg.threads))
+    torch.set_flush_denormal(bool(cfg.flush_denormal))
+
+
 def validate(cfg: DictConfig) -> None:
     """Reject values that would fail later with a less helpful message (or not fail at all)."""
     from rnnexp.choices import (
@@ -52,6 +62,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError("cell.nonlinearity", cfg.cell.nonlinearity, allowed, hint=hint)
     for key in ("model.hidden_size", "model.num_layers", "data.batch_size"):
         _positive_int(cfg, key)
+    if not isinstance(cfg.flush_denormal, bool):
+        raise ConfigError("flush_denormal", cfg.flush_denormal, "true, false")
     max_epochs, max_steps = cfg.trainer.max_epochs, cfg.trainer.max_steps
     if max_epochs == 0 or max_epochs < -1 or (max_epochs == -1 and max_steps <= 0):
         raise ConfigError("trainer.max_epochs", max_epochs,

@@ -103,13 +103,18 @@ def _train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume_from: Path 
     validate(cfg)  # before torch is even imported: a bad command line fails fast
 
     import pytorch_lightning as pl
-    import torch
 
-    from rnnexp.build import build_callbacks, build_datamodule, build_loggers, build_module, build_trainer
+    from rnnexp.build import (
+        build_callbacks,
+        build_datamodule,
+        build_loggers,
+        build_module,
+        build_trainer,
+        configure_torch,
+    )
     from rnnexp.hparams import flat_hparams, hp_metric_names, write_hparams_summary
 
-    if cfg.threads and int(cfg.threads) > 0:
-        torch.set_num_threads(int(cfg.threads))
+    configure_torch(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg).prepare()

@@ -17,7 +17,8 @@ from rnnexp.bench.scaling import scaling_points
 
 TINY = ["--dataset", "mnist", "--source", "bundled", "--hidden-size", "8", "--batch-size", "32", "--threads", "1",
         "--steps", "3", "--repeats", "1", "--cells", "lstm", "--backend-steps", "1", "--backend-repeats", "1",
-        "--no-compile", "--seq-len", "56", "--k", "14", "--bptt-steps", "1", "--startup-repeats", "1",
+        "--no-compile", "--seq-len", "56", "--k", "14", "--bptt-steps", "1", "--denormal-repeats", "1",
+        "--startup-repeats", "1",
         "--sweep-steps", "2", "--scaling-steps", "1", "--scaling-cells", "lstm", "--scaling-seq-lens", "28,112",
         "--scaling-hidden-sizes", "16", "--scaling-batch-sizes", "16"]
 
@@ -34,7 +35,7 @@ def run_bench_in_two_halves(tmp_path, capsys) -> dict:
                              "--out-dir", str(tmp_path / "side")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
-        code = cli.main([*TINY, "--only", "epoch,backends,bptt,startup,scaling", "--json", "--out-dir", str(tmp_path)])
+        code = cli.main([*TINY, "--only", "epoch,backends,bptt,denormals,startup,scaling", "--json", "--out-dir", str(tmp_path)])
         out, err = side.communicate(timeout=600)
     finally:
         side.kill()
@@ -55,6 +56,7 @@ def test_bench_command_reports_every_section_and_ratio_with_finite_numbers(tmp_p
     names = [check["name"] for check in report["checks"]]
     for expected in ("epoch: rnnexp, bar off / plain", "epoch: rnnexp, bar on / plain",
                      "backends: explicit / native, LSTM-8", "BPTT: truncated (k=14) / full peak memory growth",
+                     "denormals: flushed / kept step time, LSTM-8, T=56",
                      "start-up: rnnexp-train --cfg job", "start-up: rnnexp-train --help",
                      "sweep: joblib / the same 2 jobs in sequence", "sweep: joblib / basic launcher", "GPU: "):
         assert any(name.startswith(expected) for name in names), (expected, names)
@@ -77,6 +79,8 @@ def test_bench_command_reports_every_section_and_ratio_with_finite_numbers(tmp_p
     # a final-target task: truncated BPTT runs 56 / 14 windows and updates once, from the last
     assert [r["optimizer_steps_per_batch"] for r in sections["bptt"]["rows"]] == [1, 1]
     assert all(finite(r["step_s"]) and finite(r["peak_growth_mb"]) for r in sections["bptt"]["rows"])
+    assert [r["flush_denormal"] for r in sections["denormals"]["rows"]] == [False, True]
+    assert all(finite(r["step_s"]) and len(r["all_s"]) == 1 for r in sections["denormals"]["rows"])
     startup = {r["what"]: r["median_s"] for r in sections["startup"]["rows"]}
     assert 0 < startup["before the Trainer"] < startup["first step"] <= startup["one-step run, whole process"]
     sweep = {r["mode"]: r for r in sections["sweep"]["rows"]}
@@ -96,7 +100,7 @@ def test_bench_command_reports_every_section_and_ratio_with_finite_numbers(tmp_p
 def test_bench_rejects_an_unknown_section_naming_the_valid_ones(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--only", "epoch,speed"])
-    assert "--only speed: allowed values are epoch, backends, bptt, startup, sweep, scaling" in capsys.readouterr().err
+    assert "--only speed: allowed values are epoch, backends, bptt, denormals, startup, sweep, scaling" in capsys.readouterr().err
 
 
 def test_scaling_moves_one_axis_at_a_time_from_the_base_point():

@@ -447,3 +447,43 @@ def test_build_trainer_routes_lightnings_hook_calls_through_rnnexp(make_cfg, dis
     assert call._call_callback_hooks is hook_dispatch.call_callback_hooks
     assert call._call_lightning_module_hook is hook_dispatch.call_lightning_module_hook
     assert call._call_strategy_hook is hook_dispatch.call_strategy_hook
+
+
+def test_runs_flush_float32_denormals_to_zero_unless_told_not_to(make_cfg):
+    # Backpropagating through long sequences drives gradients below float32's smallest normal
+    # number, where x86 CPUs compute many times slower (rnnexp-bench --only denormals)
+    from rnnexp.build import configure_torch
+
+    try:
+        configure_torch(make_cfg(["flush_denormal=false"]))
+        # below ~1.2e-38: only a denormal holds it (made now: with flushing on, even the float
+        # conversion would give 0)
+        denormal = torch.tensor(1e-39)
+        assert (denormal * 1.0).item() > 0  # IEEE gradual underflow
+        configure_torch(make_cfg([]))
+        assert (denormal * 1.0).item() == 0.0  # the default: flushed
+    finally:
+        configure_torch(make_cfg([]))  # what every run in this process sets
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_a_fresh_process_flushes_denormals_in_every_intra_op_thread(flush):
+    # The flag is per CPU thread and threads take it from the thread that creates them: set before
+    # torch's first parallel op, as rnnexp-train sets it, it holds across the intra-op threads
+    import subprocess
+
+    script = f"""
+import torch
+from rnnexp.bench.config import compose_run_config
+from rnnexp.build import configure_torch
+configure_torch(compose_run_config(["flush_denormal={str(flush).lower()}"], "/tmp"))
+x = torch.full((4_000_000,), 1e-39)  # split across the threads by at::parallel_for
+print(torch.get_num_threads(), int((x * 1.0).count_nonzero()))
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    threads, nonzero = map(int, done.stdout.split()[-2:])
+    assert threads == 2
+    assert nonzero == (0 if flush else 4_000_000)

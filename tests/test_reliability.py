@@ -130,6 +130,7 @@ BAD_INPUTS = [
     (["data.dataset=cifar10"], "data.dataset='cifar10' is not valid; allowed: mnist, fashion_mnist"),
     (["model.hidden_size=0"], "model.hidden_size=0 is not valid; allowed: an integer > 0"),
     (["model.num_layers=-1"], "model.num_layers=-1 is not valid; allowed: an integer > 0"),
+    (["flush_denormal=sometimes"], "flush_denormal='sometimes' is not valid; allowed: true, false"),
     (["trainer.profiler=bogus"], "trainer.profiler='bogus' is not valid; allowed: null, simple, advanced, pytorch"),
     (["callbacks.periodic_checkpoint.every_n_seconds=-5"],
      "callbacks.periodic_checkpoint.every_n_seconds=-5 is not valid; allowed: a number >= 0 (0 = by steps only)"),

@@ -10,6 +10,7 @@ Sections (each also runs alone as `python -m rnnexp.bench.<module>`):
                interleaved step by step; a 2nd plain loop in rnnexp's place checks the harness
     backends   native vs explicit backend, eager and compiled, per cell                (bench.backends)
     bptt       full vs truncated BPTT at T=784: step time and peak memory growth       (bench.truncation)
+    denormals  a T=784 training step with float32 denormals kept vs flushed (CPU)      (bench.denormals)
     startup    rnnexp-train --cfg job, --help, time to the first training step         (bench.startup)
     sweep      two jobs through the joblib launcher vs one after the other             (bench.sweep_throughput)
     scaling    time and memory against sequence length, hidden size, batch size; PNG   (bench.scaling)
@@ -26,11 +27,12 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
 
-SECTIONS = ("epoch", "backends", "bptt", "startup", "sweep", "scaling")
+SECTIONS = ("epoch", "backends", "bptt", "denormals", "startup", "sweep", "scaling")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     size.add_argument("--seq-len", type=int, default=784, help="bptt: sequence length (pixel sequences)")
     size.add_argument("--k", type=int, default=28, help="bptt: truncation length k1 = k2")
     size.add_argument("--bptt-steps", type=int, default=2, help="bptt: timed batches per strategy")
+    size.add_argument("--denormal-repeats", type=int, default=3,
+                      help="denormals: timed steps per setting (at --seq-len, on the CPU)")
     size.add_argument("--startup-repeats", type=int, default=3)
     size.add_argument("--sweep-steps", type=int, default=1500, help="sweep: training steps per job")
     size.add_argument("--sweep-repeats", type=int, default=1)
@@ -121,6 +125,13 @@ def run_bptt(args) -> dict:
                               args.threads, args.device)
 
 
+def run_denormals(args) -> dict:
+    from rnnexp.bench.denormals import measure_denormals
+
+    return measure_denormals(args.seq_len, args.hidden_size, args.batch_size, args.cell, args.denormal_repeats,
+                             args.threads)
+
+
 def run_startup(args) -> dict:
     from rnnexp.bench.startup import measure_startup
 
@@ -144,7 +155,8 @@ def run_scaling(args) -> dict:
                            base={"seq_len": 28, "hidden_size": args.hidden_size, "batch_size": args.batch_size})
 
 
-RUNNERS = {"epoch": run_epoch, "backends": run_backends, "bptt": run_bptt, "startup": run_startup,
+RUNNERS = {"epoch": run_epoch, "backends": run_backends, "bptt": run_bptt, "denormals": run_denormals,
+           "startup": run_startup,
            "sweep": run_sweep, "scaling": run_scaling}
 
 
@@ -214,8 +226,8 @@ def print_summary(report: dict, console) -> None:
 def print_sections(results: dict, console) -> None:
     from importlib import import_module
 
-    modules = {"epoch": "epoch", "bptt": "truncation", "startup": "startup", "sweep": "sweep_throughput",
-               "scaling": "scaling"}
+    modules = {"epoch": "epoch", "bptt": "truncation", "denormals": "denormals", "startup": "startup",
+               "sweep": "sweep_throughput", "scaling": "scaling"}
     for name, result in results.items():
         if "error" in result:
             console.print(f"[red]{name}: failed[/red]\n{result['error']}")
@@ -249,6 +261,12 @@ def main(argv=None) -> int:
     from rnnexp.bench.config import quiet_lightning
 
     quiet_lightning()
+    # flush_denormal as a run has it, set before torch's first parallel op so that the intra-op
+    # threads take it too (each CPU thread has its own flag): the in-process sections train like runs
+    from rnnexp.bench.config import compose_run_config
+    from rnnexp.build import configure_torch
+
+    configure_torch(compose_run_config([], tempfile.gettempdir()))
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160,
                       file=sys.stderr if args.json else sys.stdout)
     report = {"machine": describe_machine(), "command": ["rnnexp-bench", *(argv if argv is not None else sys.argv[1:])],

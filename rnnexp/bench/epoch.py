@@ -103,13 +103,10 @@ def interleaved_plain_pair(in_rnnexp_place, plain, steps: int, device: str = "cp
 def interleaved_epoch(cfg, datamodule, plain, device: str = "cpu") -> dict:
     """One epoch through a Trainer built as `rnnexp.training.train` builds it (data module shared),
     with a step of `plain` (a PlainLoop) after each of its steps."""
-    import torch
-
-    from rnnexp.build import build_callbacks, build_loggers, build_module, build_trainer, validate
+    from rnnexp.build import build_callbacks, build_loggers, build_module, build_trainer, configure_torch, validate
 
     validate(cfg)
-    if int(cfg.threads) > 0:
-        torch.set_num_threads(int(cfg.threads))
+    configure_torch(cfg)  # threads and denormal flushing, which the plain side then shares
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     module = build_module(cfg, datamodule.task)
     interleave = InterleavedPlainSteps(plain, device)

@@ -108,7 +108,7 @@ def _child(args) -> dict:
     from omegaconf import open_dict
 
     import rnnexp.resolvers  # noqa: F401  (registers ${unique_dir:...})
-    from rnnexp.build import build_module
+    from rnnexp.build import build_module, configure_torch
     from rnnexp.data.loaders import InMemorySequences, batch_loader
     from rnnexp.data.task import TaskSpec
     from rnnexp.train import CONFIG_DIR
@@ -124,6 +124,7 @@ def _child(args) -> dict:
     with open_dict(cfg):  # nothing is written; the run config only has to resolve
         cfg.hydra.runtime.output_dir = tempfile.gettempdir()
     HydraConfig.instance().set_config(cfg)
+    configure_torch(cfg)  # denormal flushing as a run has it (threads=0 in cfg: the ones set above)
 
     task = TaskSpec(kind="classify_last", input_size=1, output_size=10, seq_len=args.seq_len, baseline=0.1)
     module = build_module(cfg, task)

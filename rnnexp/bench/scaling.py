@@ -64,12 +64,13 @@ def scaling_points(seq_lens=SEQ_LENS, hidden_sizes=HIDDEN_SIZES, batch_sizes=BAT
 # -- inside a child process -------------------------------------------------------------------
 def _module(cell: str, backend: str, point: dict, device: str):
     from rnnexp.bench.config import compose_run_config
-    from rnnexp.build import build_module
+    from rnnexp.build import build_module, configure_torch
     from rnnexp.data.task import TaskSpec
 
     name, compiled = backend.removesuffix("+compile"), backend.endswith("+compile")
     cfg = compose_run_config([f"cell={cell}", f"model.backend={name}", f"model.hidden_size={point['hidden_size']}",
                               f"model.compile={str(compiled).lower()}"], tempfile.gettempdir())
+    configure_torch(cfg)  # denormal flushing as a run has it (threads=0 in cfg: the child's stay)
     features = 784 // point["seq_len"]
     task = TaskSpec(kind="classify_last", input_size=features, output_size=10, seq_len=point["seq_len"], baseline=0.1)
     return build_module(cfg, task).to(device), features

@@ -29,7 +29,7 @@ def time_bptt_step(strategy: str, seq_len: int = 784, hidden_size: int = 128, ba
 
     from rnnexp.bench.config import compose_run_config, quiet_lightning
     from rnnexp.bench.plain_loop import synchronize
-    from rnnexp.build import build_module
+    from rnnexp.build import build_module, configure_torch
     from rnnexp.data.loaders import InMemorySequences, batch_loader
     from rnnexp.data.task import TaskSpec
 
@@ -39,6 +39,7 @@ def time_bptt_step(strategy: str, seq_len: int = 784, hidden_size: int = 128, ba
     overrides = ["data=seq_mnist", "data.order=pixel", f"cell={cell}", f"model.hidden_size={hidden_size}",
                  f"bptt={strategy}"] + ([f"bptt.k1={k}"] if strategy == "truncated" else [])
     cfg = compose_run_config(overrides, tempfile.gettempdir())
+    configure_torch(cfg)  # denormal flushing as a run has it (threads=0 in cfg: the ones set above)
     pl.seed_everything(0, verbose=False)
     task = TaskSpec(kind="classify_last", input_size=1, output_size=10, seq_len=seq_len, baseline=0.1)
     module = build_module(cfg, task)
