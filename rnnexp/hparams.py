@@ -37,6 +37,8 @@ SCHEMA: dict[str, tuple[type, str, object]] = {
     "trainer.max_steps": (int, "trainer.max_steps", 0),
     "trainer.gradient_clip_val": (float, "trainer.gradient_clip_val", 0.0),
     "seed": (int, "seed", 0),
+    # flushed denormals can change a run's numbers (in their last bits), unlike threads or profiling
+    "flush_denormal": (bool, "flush_denormal", True),
 }
 # Facts known only once the run is built, same rule: always present, always this type.
 RUNTIME_KEYS: dict[str, type] = {"data.task": str, "data.seq_len": int, "data.source_used": str,

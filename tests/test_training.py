@@ -93,6 +93,7 @@ def test_tensorboard_events_hold_scalars_and_typed_hparams_with_real_hp_metrics(
     assert hparams["cell.name"] == ("string_value", "lstm")
     assert hparams["model.bidirectional"] == ("bool_value", False)
     assert hparams["model.hidden_size"] == ("number_value", 128.0)
+    assert hparams["flush_denormal"] == ("bool_value", True)
 
 
 def test_unknown_cell_name_is_refused_with_the_valid_names(make_cfg):
