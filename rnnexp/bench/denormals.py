@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ def time_steps(flush: bool, seq_len: int, hidden_size: int, batch_size: int, cel
     import torch
 
     from rnnexp.bench.config import compose_run_config
+    from rnnexp.bench.scaling import _stepper
     from rnnexp.build import build_module
     from rnnexp.data.task import TaskSpec
 
@@ -46,13 +46,10 @@ def time_steps(flush: bool, seq_len: int, hidden_size: int, batch_size: int, cel
     def timed_step(length: int) -> float:
         pl.seed_everything(0, verbose=False)
         task = TaskSpec(kind="classify_last", input_size=1, output_size=10, seq_len=length, baseline=0.1)
-        module = build_module(cfg, task)
-        optimizer = module.optimizer_factory(params=module.parameters())
         x, y = torch.rand(batch_size, length, 1), torch.randint(0, 10, (batch_size,))
+        step = _stepper(build_module(cfg, task), x, y, "32-true", "cpu")
         start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        module.loss(module(x)[0], y).backward()
-        optimizer.step()
+        step()
         return time.perf_counter() - start
 
     timed_step(28)  # warm-up: the first calls of the kernels pay for loading them
@@ -61,18 +58,14 @@ def time_steps(flush: bool, seq_len: int, hidden_size: int, batch_size: int, cel
 
 def measure_denormals(seq_len: int = 784, hidden_size: int = 128, batch_size: int = 128, cell: str = "lstm",
                       repeats: int = 3, threads: int = 2) -> dict:
-    from rnnexp.bench.startup import child_env
+    from rnnexp.bench.startup import child_env, json_from_child
 
     times = {}
     for name, flush in SETTINGS.items():
         command = [sys.executable, "-m", "rnnexp.bench.denormals", "--child", "flushed" if flush else "kept",
                    "--seq-len", str(seq_len), "--hidden-size", str(hidden_size), "--batch-size", str(batch_size),
                    "--cell", cell, "--repeats", str(repeats), "--threads", str(threads)]
-        done = subprocess.run(command, check=False, capture_output=True, text=True, env=child_env())
-        lines = [line for line in done.stdout.splitlines() if line.startswith("[")]
-        if done.returncode != 0 or not lines:
-            raise RuntimeError(f"the '{name}' measurement failed:\n{done.stderr[-3000:]}")
-        times[name] = json.loads(lines[-1])
+        times[name] = json_from_child(command, f"'{name}'", env=child_env())
     rows = [{"setting": name, "flush_denormal": flush, "step_s": statistics.median(times[name]),
              "all_s": times[name]} for name, flush in SETTINGS.items()]
     kept, flushed = (row["step_s"] for row in rows)

@@ -23,7 +23,6 @@ import argparse
 import gc
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,16 +34,14 @@ def measure_memory(seq_len: int = 784, hidden_size: int = 128, batch_size: int =
                    cell: str = "lstm", threads: int = 2, device: str = "cpu") -> dict:
     """Run one training step per strategy, each in a fresh process; return their peak growth (MB),
     step times, and `ratio` = truncated / full."""
+    from rnnexp.bench.startup import json_from_child
+
     runs = {}
     for strategy in STRATEGIES:
         command = [sys.executable, "-m", "rnnexp.bench.memory", "--child", strategy, "--seq-len", str(seq_len),
                    "--hidden-size", str(hidden_size), "--batch-size", str(batch_size), "--k", str(k),
                    "--cell", cell, "--threads", str(threads), "--device", device]
-        done = subprocess.run(command, check=False, capture_output=True, text=True)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        if done.returncode != 0 or not lines:
-            raise RuntimeError(f"the {strategy} measurement failed:\n{done.stderr[-3000:]}")
-        runs[strategy] = json.loads(lines[-1])
+        runs[strategy] = json_from_child(command, strategy)
     return {"seq_len": seq_len, "hidden_size": hidden_size, "batch_size": batch_size, "k": k, "cell": cell,
             "device": device, "runs": runs,
             "ratio": runs["truncated"]["peak_growth_mb"] / runs["full"]["peak_growth_mb"]}

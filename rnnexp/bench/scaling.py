@@ -31,7 +31,6 @@ import gc
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -160,6 +159,8 @@ def _size(point: dict) -> int:
 
 # -- the parent ---------------------------------------------------------------------------------
 def _run_child(kind: str, spec: dict, timeout: float) -> list[dict]:
+    from rnnexp.bench.startup import json_from_child
+
     env = dict(os.environ)
     if kind == "memory":
         env["MALLOC_MMAP_THRESHOLD_"] = "4096"  # freed blocks (all but the smallest) leave the process at once
@@ -168,14 +169,10 @@ def _run_child(kind: str, spec: dict, timeout: float) -> list[dict]:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump({**spec, "kind": kind}, f)
     try:
-        done = subprocess.run([sys.executable, "-m", "rnnexp.bench.scaling", "--child", f.name], env=env,
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        return json_from_child([sys.executable, "-m", "rnnexp.bench.scaling", "--child", f.name],
+                               f"scaling {kind}", env=env, timeout=timeout)
     finally:
         os.unlink(f.name)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("[")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"the scaling {kind} measurement failed:\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1])
 
 
 def measure_scaling(cells=("lstm", "gru"), backends=("native", "explicit"), steps: int = 2, threads: int = 2,

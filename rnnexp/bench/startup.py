@@ -43,6 +43,16 @@ def child_env(threads: int | None = None) -> dict:
     return env
 
 
+def json_from_child(command: list[str], what: str, env: dict | None = None, timeout: float | None = None):
+    """Run a measuring child process and return its result: the last line of its stdout that is a
+    JSON object or list. A failure raises with the end of its stderr."""
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(("{", "["))]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"the {what} measurement failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
 def _timed(command: list[str], cwd: Path, timeout: float, env: dict) -> tuple[float, subprocess.CompletedProcess]:
     started = time.time()
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
