@@ -7,7 +7,6 @@ checked first (`validate`), so a bad command line fails before anything is built
 from __future__ import annotations
 
 import logging
-import math
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -21,12 +20,6 @@ log = logging.getLogger(__name__)
 DATA_META_KEYS = ("name", "metric", "metric_mode")
 
 
-def _positive_int(cfg: DictConfig, key: str, allow: str = "an integer > 0") -> None:
-    value = OmegaConf.select(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(key, value, allow)
-
-
 def configure_torch(cfg: DictConfig) -> None:
     """The process-wide torch settings a run asks for: intra-op threads (0: leave them as they
     are) and flushing of float32 denormals to zero on the CPU."""
@@ -38,71 +31,21 @@ def configure_torch(cfg: DictConfig) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Reject values that would fail later with a less helpful message (or not fail at all)."""
-    from rnnexp.choices import (
-        BACKENDS,
-        CELL_NAMES,
-        DATASETS,
-        ELMAN_NONLINEARITIES,
-        HEAD_INITS,
-        OPTIMIZERS,
-        ORDERS,
-        PROFILERS,
-        READOUTS,
-        SCHEDULERS,
-        SOURCES,
-    )
+    """Reject values that would fail later with a less helpful message (or not fail at all).
 
-    if cfg.cell.name not in CELL_NAMES:
-        raise ConfigError("cell.name", cfg.cell.name, CELL_NAMES)
+    Every leaf key is checked against its type and choices (`rnnexp.config_schema`: the types
+    conf/ gives each key, the choices in rnnexp.choices), then against its range; then what
+    depends on several keys. The first bad key raises ConfigError."""
+    from rnnexp.choices import BACKENDS, ELMAN_NONLINEARITIES
+    from rnnexp.config_schema import check_ranges, check_types
+
+    check_types(cfg)
+    check_ranges(cfg)
     if cfg.model.backend in BACKENDS and cfg.cell.name in ("rnn", "irnn"):
         allowed = ELMAN_NONLINEARITIES[cfg.model.backend]
         if cfg.cell.nonlinearity not in allowed:
             hint = "sigmoid and identity need model.backend=explicit" if cfg.model.backend == "native" else ""
             raise ConfigError("cell.nonlinearity", cfg.cell.nonlinearity, allowed, hint=hint)
-    for key in ("model.hidden_size", "model.num_layers", "data.batch_size"):
-        _positive_int(cfg, key)
-    if not isinstance(cfg.flush_denormal, bool):
-        raise ConfigError("flush_denormal", cfg.flush_denormal, "true, false")
-    max_epochs, max_steps = cfg.trainer.max_epochs, cfg.trainer.max_steps
-    if max_epochs == 0 or max_epochs < -1 or (max_epochs == -1 and max_steps <= 0):
-        raise ConfigError("trainer.max_epochs", max_epochs,
-                          "an integer > 0, or -1 with trainer.max_steps > 0")
-    if max_steps == 0 or max_steps < -1:
-        raise ConfigError("trainer.max_steps", max_steps, "an integer > 0, or -1 for no step limit")
-    dropout = cfg.model.dropout
-    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
-        raise ConfigError("model.dropout", dropout, "a number in [0, 1)")
-    if cfg.model.readout not in READOUTS:
-        raise ConfigError("model.readout", cfg.model.readout, READOUTS)
-    if cfg.model.backend not in BACKENDS:
-        raise ConfigError("model.backend", cfg.model.backend, BACKENDS)
-    if cfg.optimizer.name not in OPTIMIZERS:
-        raise ConfigError("optimizer.name", cfg.optimizer.name, OPTIMIZERS)
-    lr = cfg.optimizer.lr
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ConfigError("optimizer.lr", lr, "a number > 0, e.g. optimizer.lr=1e-3")
-    if cfg.scheduler.name not in SCHEDULERS:
-        raise ConfigError("scheduler.name", cfg.scheduler.name, SCHEDULERS)
-    if cfg.model.head_init not in HEAD_INITS:
-        raise ConfigError("model.head_init", cfg.model.head_init, HEAD_INITS)
-    _positive_int(cfg, "data.eval_batch_size")
-    if cfg.data._target_.endswith("SequenceImageDataModule"):
-        for key, allowed in (("dataset", DATASETS), ("source", SOURCES), ("order", ORDERS)):
-            if cfg.data[key] not in allowed:
-                raise ConfigError(f"data.{key}", cfg.data[key], allowed)
-    clip = cfg.trainer.gradient_clip_val
-    if clip is not None and (not isinstance(clip, (int, float)) or clip < 0):
-        raise ConfigError("trainer.gradient_clip_val", clip, "a number >= 0 (0 = no clipping)")
-    if cfg.trainer.get("profiler") not in PROFILERS:
-        raise ConfigError("trainer.profiler", cfg.trainer.profiler,
-                          ", ".join("null" if name is None else name for name in PROFILERS))
-    if OmegaConf.select(cfg, "callbacks.divergence_guard.check_every_n_steps") is not None:
-        _positive_int(cfg, "callbacks.divergence_guard.check_every_n_steps", "an integer >= 1 (1 = every step)")
-    periodic = (cfg.get("callbacks") or {}).get("periodic_checkpoint") or {}
-    seconds = periodic.get("every_n_seconds", 0)
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
-        raise ConfigError("callbacks.periodic_checkpoint.every_n_seconds", seconds, "a number >= 0 (0 = by steps only)")
 
 
 def build_datamodule(cfg: DictConfig):
@@ -177,6 +120,11 @@ def build_callbacks(cfg: DictConfig) -> list:
         # calls every hook of every callback at every step, whether it does anything or not.
         if getattr(callback, "active", True):
             callbacks.append(callback)
+    from rnnexp.callbacks.fault_injection import FaultInjection
+
+    fault = FaultInjection.from_environment()  # the resume tests' kill points; None otherwise
+    if fault is not None:
+        callbacks.append(fault)
     return callbacks
 
 

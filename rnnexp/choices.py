@@ -14,3 +14,35 @@ DATASETS = ("mnist", "fashion_mnist")
 SOURCES = ("auto", "local", "download", "bundled")
 ORDERS = ("row", "pixel", "permuted")
 PROFILERS = (None, "simple", "advanced", "pytorch")  # None: rnnexp.lit.profiler.NoProfiler
+# Lightning's trainer.precision: its names, their short aliases, and the aliases as integers
+# (`trainer.precision=16` reaches the config as the integer 16)
+PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
+              "transformer-engine", "transformer-engine-float16", "64", "32", "16", "bf16", 64, 32, 16)
+DETERMINISTIC = (True, False, "warn")  # Lightning's trainer.deterministic
+RECURRENT_INITS = ("default", "identity", "orthogonal")
+METRIC_MODES = ("min", "max")
+SCHEDULER_INTERVALS = ("epoch", "step")  # how often a scheduler steps
+LR_LOGGING_INTERVALS = ("epoch", "step", None)  # Lightning's LearningRateMonitor
+
+# The categorical keys of the config and the values each accepts (rnnexp.config_schema checks
+# them, before anything is built). A key not listed takes any value of its type.
+CHOICES_BY_KEY = {
+    "cell.name": CELL_NAMES,
+    "cell.recurrent_init": RECURRENT_INITS,
+    "model.readout": READOUTS,
+    "model.backend": BACKENDS,
+    "model.head_init": HEAD_INITS,
+    "optimizer.name": OPTIMIZERS,
+    "scheduler.name": SCHEDULERS,
+    "scheduler.interval": SCHEDULER_INTERVALS,
+    "scheduler.mode": METRIC_MODES,
+    "bptt.name": BPTT_MODES,
+    "data.dataset": DATASETS,
+    "data.source": SOURCES,
+    "data.order": ORDERS,
+    "data.metric_mode": METRIC_MODES,
+    "trainer.profiler": PROFILERS,
+    "trainer.precision": PRECISIONS,
+    "trainer.deterministic": DETERMINISTIC,
+    "callbacks.lr_monitor.logging_interval": LR_LOGGING_INTERVALS,
+}

@@ -2,12 +2,15 @@
 
 Reads each run's metrics.json and its TensorBoard events, so a sweep still running can be compared
 too: a run without a final record shows the latest values its events hold. Every run found is
-listed with its status; failed or diverged runs sort last, they are not dropped.
+listed with its status. Completed runs come first, best first; every other run (running,
+interrupted, no record, failed, diverged, any other status) follows them, grouped by status in
+STATUS_ORDER (unknown statuses after, alphabetically), best partial value first within a status:
+a partial value never outranks a completed run, and no run is dropped.
 
 Writes into --out (default <sweep dir>/compare/):
   runs.csv, runs.md          the table: swept overrides that vary, metrics, epochs, wall time, params
   curves_<metric>.png        --curve metric vs optimizer step, one line per run
-  bars_<metric>_by_<axis>.png  --metric grouped by --by (bars) and --hue (colours)
+  bars_<metric>_by_<axis>.png  --metric of the completed runs grouped by --by (bars) and --hue (colours)
   gradient_flow.png          runs that recorded it: ||dLoss/ds_t|| relative to the last step
 Imports neither torch nor Lightning: it answers in a second or two.
 """
@@ -32,6 +35,8 @@ METRIC_COLUMNS = ("hp/val_acc_best", "hp/val_mse_best", "val/acc", "val/mse", "t
                   "val/loss", "test/loss", "train/loss")
 MAX_BAR_GROUPS = 8  # an axis with more values than this is not chosen for the bar chart by default
 RUN_COLUMNS = ("epochs", "global_step", "wall_time_s", "num_params")
+# the order of the status groups in the table (see rank); statuses not named here follow, by name
+STATUS_ORDER = ("completed", "running", "interrupted", "no record", "failed", "diverged")
 STATUS_STYLE = {"completed": "green", "running": "yellow", "interrupted": "yellow", "failed": "red",
                 "diverged": "magenta", "no record": "dim"}
 
@@ -169,11 +174,23 @@ def default_sort_metric(runs: list[Run]) -> str:
     return present[0] if present else "val/loss"
 
 
+def status_position(status: str) -> tuple[int, str]:
+    """Where a status's group sorts: STATUS_ORDER, then any other status (e.g. pruned) by name."""
+    if status in STATUS_ORDER:
+        return STATUS_ORDER.index(status), ""
+    return len(STATUS_ORDER), status
+
+
 def rank(runs: list[Run], metric: str, maximize: bool) -> list[Run]:
-    """Best first; runs without the metric last, in their original order."""
+    """Completed runs first, best first; then every other run, grouped by status (STATUS_ORDER,
+    then other statuses by name) and best first within its status. The partial value of a run
+    that did not complete (a diverged run's last good epoch, a running one's latest) never puts it
+    above a completed run. Within a group, runs without the metric come last; ties keep the
+    original order (the sort is stable)."""
     def key(run: Run):
         value = run.metric(metric)
-        return (value is None, 0.0 if value is None else (-value if maximize else value))
+        return (status_position(run.status), value is None,
+                0.0 if value is None else (-value if maximize else value))
     return sorted(runs, key=key)
 
 
@@ -261,12 +278,24 @@ def plot_curves(runs: list[Run], axes: list[str], tag: str, path: Path) -> Path 
     return path
 
 
+def bar_runs(runs: list[Run], metric: str) -> tuple[list[Run], bool]:
+    """The runs a bar chart of `metric` averages, in ranked order, and whether they are partial:
+    the completed runs that have it; while there are none (a sweep in progress), every run that
+    has it (partial=True)."""
+    scored = [run for run in runs if run.metric(metric) is not None]
+    completed = [run for run in scored if run.status == "completed"]
+    return (completed, False) if completed else (scored, bool(scored))
+
+
 def plot_bars(runs: list[Run], metric: str, by: str, hue: str | None, path: Path) -> Path | None:
-    """Mean of `metric` per (by, hue) cell; whiskers span min..max when a cell holds several runs."""
+    """Mean of `metric` per (by, hue) cell; whiskers span min..max when a cell holds several runs.
+
+    Only completed runs count, as in the ranking; while none of them has the metric (a sweep
+    still running) the bars show the partial values of the others, and the title says so."""
     import numpy as np
     from matplotlib.figure import Figure
 
-    scored = [run for run in runs if run.metric(metric) is not None]
+    scored, partial = bar_runs(runs, metric)
     if not scored:
         print(f"rnnexp-compare: no run has {metric!r}; no bar chart drawn", file=sys.stderr)
         return None
@@ -292,7 +321,8 @@ def plot_bars(runs: list[Run], metric: str, by: str, hue: str | None, path: Path
     ax.set_xticks(np.arange(len(groups)), groups)
     ax.set_xlabel(by)
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} by {by}" + (f" and {hue}" if hue else ""))
+    ax.set_title(f"{metric} by {by}" + (f" and {hue}" if hue else "")
+                 + (" (no run completed: partial values)" if partial else ""))
     if hue:
         ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
@@ -395,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = table_rows(ranked, axes, metrics, root)
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(
         {s: sum(r.status == s for r in runs) for s in {r.status for r in runs}}.items()))
-    caption = f"{root}: {len(runs)} runs ({statuses}), ranked by {sort_metric} ({'max' if maximize else 'min'})"
+    caption = (f"{root}: {len(runs)} runs ({statuses}), ranked by {sort_metric} ({'max' if maximize else 'min'})"
+               ", completed runs first")
     print_table(rows, caption)
     write_csv(rows, out / "runs.csv")
     write_markdown(rows, out / "runs.md", caption)

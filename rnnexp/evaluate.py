@@ -41,7 +41,11 @@ def evaluate(ckpt_path: str, overrides: list[str]) -> dict:
 
     validate(cfg)
     pl.seed_everything(int(cfg.seed), verbose=False)
-    datamodule = build_datamodule(cfg).prepare()
+    datamodule = build_datamodule(cfg)
+    saved_data_state = checkpoint.get(type(datamodule).__qualname__)
+    if saved_data_state:  # the preprocessing the run was trained with (e.g. its pixel permutation)
+        datamodule.load_state_dict(saved_data_state)
+    datamodule.prepare()
     module = build_module(cfg, datamodule.task)
     try:
         module.load_state_dict(checkpoint["state_dict"], strict=True)

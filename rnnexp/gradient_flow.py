@@ -7,7 +7,9 @@ and records  g_t = mean over the batch of || dLoss / ds_t ||  for t = 1..T.
 Why not the fused encoder's `outputs`: its s_{t+1} is computed from s_t inside the fused kernel,
 so autograd sees outputs[:, t] only as a read-out and the gradient w.r.t. it lacks everything that
 flows back through later steps, which is the very quantity wanted here. Unrolled, s_{t+1} = f(s_t, x_{t+1})
-is an explicit edge and dLoss/ds_t is the full back-propagated gradient.
+is an explicit edge and dLoss/ds_t is the full back-propagated gradient. Each step is computed by
+the encoder's cell from rnnexp.nn.cells (for the native backend, the cell of its CellSpec run with
+the native layer's own weights), so the cell equations are written once, there.
 
 For a loss read at the last step, g_t / g_T shrinks geometrically with T - t when gradients
 vanish: a tanh RNN loses the start of a long sequence within a few dozen steps, an LSTM does not.
@@ -30,83 +32,50 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from rnnexp.callbacks.cadence import StepCadence
+from rnnexp.nn.cells import layer_weights, make_cell
+
 log = logging.getLogger(__name__)
 
 
-def _layer_weights(encoder: torch.nn.Module, layer: int) -> tuple:
-    """(W_ih, W_hh, b_ih, b_hh) of one layer's forward direction, found by torch's parameter names
-    (both backends use them; a bias may be absent)."""
-    params = dict(encoder.named_parameters())
-
-    def find(name: str):
-        matches = [p for key, p in params.items() if key == name or key.endswith("." + name)]
-        return matches[0] if matches else None
-
-    w_ih, w_hh = find(f"weight_ih_l{layer}"), find(f"weight_hh_l{layer}")
-    if w_ih is None or w_hh is None:
-        raise LookupError(f"the encoder has no weight_ih_l{layer} / weight_hh_l{layer} parameters")
-    return w_ih, w_hh, find(f"bias_ih_l{layer}"), find(f"bias_hh_l{layer}")
-
-
-def _affine(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    return torch.nn.functional.linear(x, w, b)
-
-
-def cell_step(family: str, nonlinearity: str, x_t, state, weights):
-    """One step of torch's cell equations (the same ones nn.RNN / nn.LSTM / nn.GRU compute).
-
-    elman: s_t = f(U x_t + b_U + W s_{t-1} + b_W)
-    lstm:  i, f, g, o = sigma, sigma, tanh, sigma of (U x_t + b_U + W s_{t-1} + b_W), split in four
-           c_t = f * c_{t-1} + i * g ;  s_t = o * tanh(c_t)
-    gru:   r, z = sigma(U_rz x_t + W_rz s_{t-1} + b) ;  n = tanh(U_n x_t + b_Un + r * (W_n s_{t-1} + b_Wn))
-           s_t = (1 - z) * n + z * s_{t-1}
-    Returns the new state: s_t, or (s_t, c_t) for the LSTM.
-    """
-    w_ih, w_hh, b_ih, b_hh = weights
-    if family == "elman":
-        pre = _affine(x_t, w_ih, b_ih) + _affine(state, w_hh, b_hh)
-        return torch.tanh(pre) if nonlinearity == "tanh" else torch.relu(pre)
-    if family == "lstm":
-        s, c = state
-        i, f, g, o = (_affine(x_t, w_ih, b_ih) + _affine(s, w_hh, b_hh)).chunk(4, dim=-1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
-    if family == "gru":
-        x_r, x_z, x_n = _affine(x_t, w_ih, b_ih).chunk(3, dim=-1)
-        s_r, s_z, s_n = _affine(state, w_hh, b_hh).chunk(3, dim=-1)
-        r, z = torch.sigmoid(x_r + s_r), torch.sigmoid(x_z + s_z)
-        n = torch.tanh(x_n + r * s_n)
-        return (1 - z) * n + z * state
-    raise ValueError(f"unknown cell family {family!r}")
+def encoder_cell(encoder):
+    """The cell of rnnexp.nn.cells that computes the encoder's steps: the explicit backend's own,
+    else (the native backend) the one for its CellSpec, which run with the native layer's
+    weights (cells.layer_weights) gives the numbers torch's fused kernel gives."""
+    cell = getattr(getattr(encoder, "core", None), "cell", None)
+    return cell if cell is not None else make_cell(encoder.spec)
 
 
 def unrolled_encoder(encoder, x: torch.Tensor):
-    """The encoder's forward pass written out step by step (unidirectional encoders).
+    """The encoder's forward pass written out step by step (unidirectional encoders), each step
+    computed by the encoder's cell (rnnexp.nn.cells) with the encoder's own weights.
 
     Returns (outputs [B, T, H], state in torch's layout, top_states): top_states[t] is the top
     layer's s_t as its own graph node, the tensor every later step and the read-out depend on.
     Dropout between layers is left out (the recorded gradient is that of the deterministic net).
     """
-    spec = encoder.spec
-    batch, steps = x.shape[0], x.shape[1]
-    layer_input = [x[:, t] for t in range(steps)]
-    finals_h, finals_c = [], []
+    cell = encoder_cell(encoder)
+    batch = x.shape[0]
+    layer_input = x.transpose(0, 1)  # time-major [T, B, F], as the cells take it
+    finals = []
     for layer in range(encoder.num_layers):
-        weights = _layer_weights(encoder, layer)
+        U, W, b_ih, b_hh = layer_weights(encoder, layer)
+        ux = cell.project_inputs(layer_input, U, b_ih, b_hh)
+        W_t = W.t()
         zeros = x.new_zeros(batch, encoder.hidden_size)
-        state = (zeros, zeros) if spec.family == "lstm" else zeros
+        state = (zeros, zeros) if cell.has_cell_state else zeros
         states = []
-        for x_t in layer_input:
-            state = cell_step(spec.family, spec.nonlinearity, x_t, state, weights)
-            states.append(state[0] if spec.family == "lstm" else state)
-        finals_h.append(states[-1])
-        if spec.family == "lstm":
-            finals_c.append(state[1])
-        layer_input = states
-    outputs = torch.stack(layer_input, dim=1)
-    h = torch.stack(finals_h)
-    final_state = (h, torch.stack(finals_c)) if spec.family == "lstm" else h
-    return outputs, final_state, layer_input
+        for ux_t in ux.unbind(0):
+            s_t, state = cell.step(ux_t, state, W_t, b_hh)
+            states.append(s_t)
+        finals.append(state)
+        layer_input = torch.stack(states)
+    outputs = layer_input.transpose(0, 1)
+    if cell.has_cell_state:
+        final_state = torch.stack([h for h, _ in finals]), torch.stack([c for _, c in finals])
+    else:
+        final_state = torch.stack(finals)
+    return outputs, final_state, states
 
 
 def gradient_norms_through_time(pl_module, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
@@ -163,7 +132,7 @@ class GradientFlow(pl.Callback):
         self.rows: list[np.ndarray] = []
         self.steps: list[int] = []
         self._disabled_reason = ""
-        self._last_mark = 0
+        self.cadence = StepCadence(self.every_n_steps)
 
     @property
     def active(self) -> bool:
@@ -181,13 +150,13 @@ class GradientFlow(pl.Callback):
             log.warning("gradient flow is not recorded: %s", self._disabled_reason)
         return not self._disabled_reason
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.cadence.batch_started(trainer)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        step = trainer.global_step
-        # due once per every_n_steps optimizer steps; truncated BPTT makes several steps per batch,
-        # so step counts can jump past a multiple of N
-        if self.every_n_steps <= 0 or step // self.every_n_steps <= self._last_mark:
+        if not self.cadence.due(trainer):  # truncated BPTT may step several times a batch
             return
-        self._last_mark = step // self.every_n_steps
+        step = trainer.global_step
         if not trainer.is_global_zero or not self._usable(pl_module):
             return
         x, target = batch

@@ -97,9 +97,7 @@ def resume_arguments(argv: list[str]) -> list[str]:
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
     if not overrides_file.is_file():
         _fail(f"resume={run_dir}: not an rnnexp run directory (no .hydra/overrides.yaml)", EXIT_BAD_INPUT)
-    if not (run_dir / "checkpoints" / "last.ckpt").is_file():
-        _fail(f"resume={run_dir}: holds no checkpoints/last.ckpt to resume from; start a new run "
-              "instead", EXIT_BAD_INPUT)
+    # No checkpoints/last.ckpt yet (killed before its first): `train` starts the run over there.
     overrides = yaml.safe_load(overrides_file.read_text()) or []
     return [*overrides, f"hydra.run.dir={run_dir.resolve()}"]
 

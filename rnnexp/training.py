@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -39,7 +38,8 @@ def _overrides_of(cfg: DictConfig) -> list[str]:
 
 def quiet_library_noise() -> None:
     """Drop messages that say nothing about the run: Lightning's product tip, a deprecation inside
-    Lightning's own pytree helper, and its mid-epoch resume warning (ExactResume handles that)."""
+    Lightning's own pytree helper, and its mid-epoch resume warning (ExactResume handles that:
+    rnnexp.callbacks.resume)."""
     import warnings
 
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
@@ -50,6 +50,20 @@ def quiet_library_noise() -> None:
 
 def last_checkpoint(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints" / "last.ckpt"
+
+
+# Set by global rank 0 before Lightning starts the other processes of a local DDP run (they inherit
+# its environment): whether to resume is decided once, on rank 0, not by each process from the
+# files it happens to see.
+RESUME_DECISION_ENV = "RNNEXP_RESUME_FROM"
+
+
+def checkpoint_to_resume(run_dir: Path) -> Path | None:
+    if not is_global_rank_zero() and RESUME_DECISION_ENV in os.environ:
+        decided = os.environ[RESUME_DECISION_ENV]
+        return Path(decided) if decided else None
+    path = last_checkpoint(run_dir)
+    return path if path.is_file() else None
 
 
 def is_global_rank_zero() -> bool:
@@ -75,13 +89,17 @@ def train(cfg: DictConfig) -> dict:
         log.warning("%s already %s: nothing to do (its record and checkpoints are left as they are)",
                     run_dir, previous["status"])
         return previous
-    resume_from = last_checkpoint(run_dir) if last_checkpoint(run_dir).is_file() else None
+    resume_from = checkpoint_to_resume(run_dir)
+    if is_global_rank_zero():
+        os.environ[RESUME_DECISION_ENV] = str(resume_from or "")
     record_type = RunRecord if is_global_rank_zero() else _UnsavedRecord
+    # A directory with a record but no checkpoint held a run killed before its first checkpoint:
+    # it starts over there, keeping its history (the record's resumes and wall time).
     record = record_type(run_dir, name=str(cfg.name), overrides=_overrides_of(cfg),
-                       optimized_metric=str(cfg.optimized_metric), previous=previous if resume_from else None)
+                         optimized_metric=str(cfg.optimized_metric), previous=previous)
     built: dict = {}
     try:
-        return _train(cfg, run_dir, record, resume_from, built)
+        return _train(cfg, run_dir, record, resume_from, built, continued=previous is not None)
     except DivergenceError as exc:
         good = last_checkpoint(run_dir)
         record.update(error=str(exc), diverged_at_step=exc.step,
@@ -97,12 +115,15 @@ def train(cfg: DictConfig) -> dict:
         raise
 
 
-def _train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume_from: Path | None, built: dict) -> dict:
+def _train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume_from: Path | None, built: dict,
+           continued: bool) -> dict:
+    """`continued`: the directory held this run before (resumed from a checkpoint, or started over)."""
     from rnnexp.build import validate
 
     validate(cfg)  # before torch is even imported: a bad command line fails fast
 
     import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
 
     from rnnexp.build import (
         build_callbacks,
@@ -112,6 +133,7 @@ def _train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume_from: Path 
         build_trainer,
         configure_torch,
     )
+    from rnnexp.callbacks.resume import ExactResume
     from rnnexp.hparams import flat_hparams, hp_metric_names, write_hparams_summary
 
     configure_torch(cfg)
@@ -123,16 +145,21 @@ def _train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume_from: Path 
         raise ValueError(f"data.metric={cfg.data.metric!r} but the {task.kind} task is scored by "
                          f"{task.main_metric!r}; fix conf/data/{cfg.data.name}.yaml")
     module = build_module(cfg, task)
-    resume_step = 0
+    logged_batches = 0
     if resume_from is not None:
+        from rnnexp.callbacks.resume import logged_batches_of
         from rnnexp.checkpoints import load_checkpoint
 
-        resume_step = int(load_checkpoint(resume_from).get("global_step", 0))
-        log.warning("resuming %s from %s (step %d)", run_dir, resume_from, resume_step)
+        saved = load_checkpoint(resume_from)
+        logged_batches = logged_batches_of(saved)
+        log.warning("resuming %s from %s (step %d)", run_dir, resume_from, int(saved.get("global_step", 0)))
+    elif continued:
+        log.warning("%s holds no checkpoint yet: starting its run over", run_dir)
     callbacks = build_callbacks(cfg)
-    # purge_step: TensorBoard hides events a killed run logged after its last checkpoint, so the
-    # resumed curves continue without duplicates.
-    loggers = build_loggers(cfg, purge_step=resume_step if resume_from else None)
+    # purge_step: TensorBoard hides events a killed run logged after its last checkpoint (loggers
+    # count batches), so the resumed curves continue without duplicates; all of a run that is
+    # started over.
+    loggers = build_loggers(cfg, purge_step=logged_batches if continued else None)
     built["callbacks"] = callbacks
     trainer = build_trainer(cfg, callbacks, loggers, manual_optimization=not module.automatic_optimization)
 
@@ -140,7 +167,7 @@ def _train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume_from: Path 
     runtime = {"data.task": task.kind, "data.seq_len": task.seq_len, "model.num_params": num_params,
                **{k.replace("/", "."): v for k, v in datamodule.describe().items()}}
     hparams = flat_hparams(cfg, runtime)
-    if resume_from is None:  # the first segment already declared them
+    if not continued:  # the first segment already declared them
         for logger in loggers:
             if isinstance(logger, pl.loggers.TensorBoardLogger) and is_global_rank_zero():  # others log nothing
                 write_hparams_summary(logger.experiment, hparams, hp_metric_names(task.main_metric))
@@ -148,13 +175,20 @@ def _train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume_from: Path 
                   split_sizes=dict(zip(("train", "val", "test"), datamodule.split_sizes)))
     record.save("running")
 
-    fit_started = time.time()
+    clock = next((cb for cb in callbacks if isinstance(cb, ExactResume)), None)
+    if clock is not None:
+        clock.wall_started = record.started
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None,
                 weights_only=True)
-    fit_seconds = time.time() - fit_started + float(record.data.get("fit_time_s") or 0.0)
-    fit_metrics = dict(trainer.callback_metrics)
+    # A run resumed after its last epoch trains no more: its fit metrics come from the checkpoint.
+    fit_metrics = {**(clock.fit_metrics if clock else {}), **trainer.callback_metrics}
+    if clock is not None and clock.resumed:
+        record.earlier_wall_time = clock.earlier_wall_s  # up to the checkpoint resumed from
+    # Read now: testing the best checkpoint below loads that checkpoint's callback states.
+    fit_facts = {"optimizer_steps_per_epoch": list(clock.steps_per_epoch) if clock else [],
+                 "fit_time_s": round(clock.fit_seconds(), 3) if clock else None}
 
-    checkpoint = trainer.checkpoint_callback
+    checkpoint = next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)), None)
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
     # Test the best checkpoint by the monitored metric; without one, the final weights.
     test_results = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None,
@@ -171,7 +205,7 @@ def _train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume_from: Path 
               "checkpoint": best_path},
         epochs=trainer.current_epoch,
         global_step=trainer.global_step,
-        fit_time_s=round(fit_seconds, 3),
+        **fit_facts,
     )
     record.save("completed")
     if is_global_rank_zero():

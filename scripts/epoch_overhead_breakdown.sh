@@ -5,7 +5,7 @@
 set -euo pipefail
 BENCH=".venv/bin/python -m rnnexp.bench.epoch --repeats ${REPEATS:-5}"
 NO_CALLBACKS=()
-for cb in checkpoint lr_monitor divergence_guard exact_resume periodic_checkpoint interrupt_checkpoint \
+for cb in checkpoint lr_monitor divergence_guard exact_resume periodic_checkpoint \
           test_figures gradient_flow step_printer progress_bar; do
   NO_CALLBACKS+=(--override="~callbacks.$cb")
 done

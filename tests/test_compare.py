@@ -128,3 +128,96 @@ def test_varying_axes_keep_only_keys_that_differ(tmp_path):
             run("cell=gru", "debug=fast", "paths.output_root=/y")]
     assert compare.varying_axes(runs) == ["cell", "model.bidirectional"]
     assert runs[1].axis("model.bidirectional") == "default"
+
+
+def fake_sweep(root: Path, runs: dict[str, tuple[str, dict]], metric: str) -> Path:
+    """A sweep folder of run dirs `run=<name>`, each with only a metrics.json: (status, metrics)."""
+    for name, (status, metrics) in runs.items():
+        run_dir = root / f"run={name}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.json").write_text(json.dumps(
+            {"status": status, "overrides": [f"run={name}", "debug=fast"], "metrics": metrics,
+             "optimized_metric": metric, "epochs": 2, "global_step": 10}))
+    return root
+
+
+def table_order(stdout: str, names) -> list[str]:
+    """The names in the order the printed table lists them (one table row per run)."""
+    rows = {name: next(i for i, line in enumerate(stdout.splitlines()) if f" {name} " in line) for name in names}
+    return sorted(rows, key=rows.get)
+
+
+@pytest.mark.parametrize("metric,best,worse", [("hp/val_acc_best", 0.9, 0.1),
+                                               ("val/loss", 0.1, 0.9), ("hp/val_mse_best", 0.01, 5.0)])
+def test_runs_that_did_not_complete_rank_after_every_completed_run(tmp_path, capsys, metric, best, worse):
+    """A diverged and a failed run whose partial values beat both completed runs still come after
+    them, in the table, its CSV and Markdown, whichever way the metric points."""
+    step = (worse - best) / 10  # from best towards worse
+    sweep = fake_sweep(tmp_path / "sweep", {
+        "alpha": ("completed", {metric: best + 4 * step}),   # second best completed
+        "bravo": ("diverged", {metric: best}),               # best partial value of all
+        "charlie": ("completed", {metric: best + 3 * step}),  # best completed
+        "delta": ("failed", {metric: best + step}),
+    }, metric)
+    assert compare.main([str(sweep), "--no-plots"]) == 0
+    expected = ["charlie", "alpha", "delta", "bravo"]  # completed by the metric, then failed, diverged
+
+    with open(sweep / "compare" / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["run"] for r in rows] == expected
+    assert [r["status"] for r in rows] == ["completed", "completed", "failed", "diverged"]
+    assert [r["rank"] for r in rows] == ["1", "2", "3", "4"]
+    assert float(rows[3][metric]) == pytest.approx(best)  # still listed with its partial value
+
+    markdown = (sweep / "compare" / "runs.md").read_text().splitlines()
+    body = [line for line in markdown if line.startswith("| ") and not line.startswith("| rank")]
+    assert [line.split(" | ")[2] for line in body] == expected  # | rank | status | run | ...
+    assert [line.split(" | ")[1] for line in body] == ["completed", "completed", "failed", "diverged"]
+
+    out = capsys.readouterr().out
+    assert table_order(out, expected) == expected
+    for name, status in zip(expected, ("completed", "completed", "failed", "diverged"), strict=True):
+        line = next(line for line in out.splitlines() if f" {name} " in line)
+        assert status in line  # the status is shown next to the run
+
+
+def test_rank_groups_every_status_and_puts_missing_metrics_last_within_a_group(tmp_path):
+    """Completed first; then running, interrupted, no record, failed, diverged, then statuses it
+    does not know (e.g. pruned) by name; best first within a status, no value last; both directions."""
+    def run(name, status, value):
+        record = {"metrics": {"val/acc": value, "val/loss": None if value is None else 1 - value}}
+        if status != "no record":
+            record["status"] = status
+        return compare.Run(tmp_path / name, record, {})
+
+    runs = [run("pruned", "pruned", 0.99), run("div", "diverged", 0.98), run("fail_none", "failed", None),
+            run("fail", "failed", 0.97), run("done_none", "completed", None), run("zombie", "zombie", 0.5),
+            run("done_low", "completed", 0.2), run("running", "running", 0.95), run("done_high", "completed", 0.3),
+            run("unrecorded", "no record", 0.96), run("interrupted", "interrupted", 0.94)]
+    expected = ["done_high", "done_low", "done_none", "running", "interrupted", "unrecorded",
+                "fail", "fail_none", "div", "pruned", "zombie"]
+    for metric, maximize in (("val/acc", True), ("val/loss", False)):
+        assert [r.path.name for r in compare.rank(runs, metric, maximize)] == expected
+    # reversed direction: the order within each status flips, the groups stay where they are
+    flipped = [r.path.name for r in compare.rank(runs, "val/acc", maximize=False)]
+    assert flipped == ["done_low", "done_high", "done_none", "running", "interrupted", "unrecorded",
+                       "fail", "fail_none", "div", "pruned", "zombie"]
+
+
+def test_plots_follow_the_ranking(tmp_path):
+    """With plots on, the sweep still writes its bar chart; the bars average completed runs only,
+    in ranked order (partial values only while no run has completed)."""
+    sweep = fake_sweep(tmp_path / "sweep", {
+        "alpha": ("completed", {"val/acc": 0.5}), "bravo": ("diverged", {"val/acc": 0.9}),
+        "charlie": ("completed", {"val/acc": 0.6}), "delta": ("failed", {"val/acc": 0.8}),
+    }, "val/acc")
+    assert compare.main([str(sweep), "--by", "run"]) == 0
+    image = matplotlib.image.imread(sweep / "compare" / "bars_val_acc_by_run.png")
+    assert image.ndim == 3 and image.shape[1] > 100
+    runs = compare.rank([compare.load_run(d) for d in compare.find_runs([sweep])], "val/acc", True)
+    assert [r.path.name for r in runs] == ["run=charlie", "run=alpha", "run=delta", "run=bravo"]
+    scored, partial = compare.bar_runs(runs, "val/acc")
+    assert [r.path.name for r in scored] == ["run=charlie", "run=alpha"] and not partial
+    # no run completed yet: the bars show what there is, marked partial
+    scored, partial = compare.bar_runs(runs[2:], "val/acc")
+    assert [r.path.name for r in scored] == ["run=delta", "run=bravo"] and partial

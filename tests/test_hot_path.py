@@ -109,7 +109,7 @@ def test_epoch_training_loss_and_accuracy_are_over_every_sample_of_the_epoch(mak
 
 def test_progress_bar_shows_the_latest_training_loss(make_cfg):
     from rnnexp.build import build_callbacks, build_datamodule, build_module
-    from rnnexp.callbacks import TrainingProgressBar
+    from rnnexp.callbacks.progress import TrainingProgressBar
 
     cfg = make_cfg(["trainer.enable_progress_bar=true", "model.hidden_size=8"])
     bars = [cb for cb in build_callbacks(cfg) if isinstance(cb, TrainingProgressBar)]
@@ -143,7 +143,7 @@ def test_switched_off_callbacks_are_left_out_and_hooks_are_not_profiled_unless_a
     from pytorch_lightning.profilers import SimpleProfiler
 
     from rnnexp.build import build_callbacks, build_trainer
-    from rnnexp.callbacks import StepPrinter
+    from rnnexp.callbacks.progress import StepPrinter
     from rnnexp.gradient_flow import GradientFlow
     from rnnexp.lit.profiler import NoProfiler
 
@@ -171,7 +171,7 @@ class _Trainer:
 
 
 def test_divergence_guard_catches_a_non_finite_loss_from_any_step_since_its_last_check():
-    from rnnexp.reliability import DivergenceGuard
+    from rnnexp.callbacks.divergence import DivergenceGuard
 
     guard = DivergenceGuard(check_every_n_steps=1)
     guard.on_before_optimizer_step(_Trainer(), _GuardedModule(0.5, 12.0), None)  # all finite: nothing
@@ -191,34 +191,6 @@ def test_divergence_guard_catches_a_non_finite_loss_from_any_step_since_its_last
         guard.on_before_optimizer_step(_Trainer(), _GuardedModule(0.5, float("nan")), None)
     with pytest.raises(DivergenceError, match=r"the training loss is nan"):
         guard.on_before_optimizer_step(_Trainer(), _GuardedModule(0.5, float("nan")), None)
-
-
-class _CountingTrainer:
-    """The part of a Trainer LastCheckpoint uses, counting the checkpoints it is asked to write."""
-
-    world_size, global_step, current_epoch = 1, 0, 0
-
-    def __init__(self):
-        self.saved = []
-
-    def save_checkpoint(self, path, weights_only=False):
-        self.saved.append(self.global_step)
-
-
-def test_last_checkpoint_is_written_by_time_by_default_and_by_steps_when_asked(tmp_path):
-    from rnnexp.reliability import LastCheckpoint
-
-    def run(callback, steps=6):
-        trainer = _CountingTrainer()
-        callback.on_train_start(trainer, None)  # the initial weights
-        for trainer.global_step in range(1, steps + 1):
-            callback.on_train_batch_end(trainer, None, None, None, trainer.global_step - 1)
-        return trainer.saved
-
-    assert run(LastCheckpoint(tmp_path / "a", every_n_seconds=3600)) == [0]  # an hour has not passed
-    assert run(LastCheckpoint(tmp_path / "b", every_n_seconds=1e-9)) == [0, 1, 2, 3, 4, 5, 6]
-    assert run(LastCheckpoint(tmp_path / "c", every_n_train_steps=2, every_n_seconds=3600)) == [0, 2, 4, 6]
-    assert run(LastCheckpoint(tmp_path / "d", every_n_train_steps=0, every_n_seconds=0)) == [0]
 
 
 def test_lightnings_nvml_cuda_probe_is_dropped_only_where_nvml_cannot_load(monkeypatch):

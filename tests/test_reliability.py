@@ -196,13 +196,13 @@ def test_corrupted_data_file_is_named(venv_bin, tmp_path):
 
 @pytest.mark.parametrize("make_dir,message", [
     (False, "no such run directory"),
-    (True, "holds no checkpoints/last.ckpt"),
+    (True, "not an rnnexp run directory (no .hydra/overrides.yaml)"),
 ])
-def test_resume_of_a_missing_or_empty_directory_is_refused(venv_bin, tmp_path, make_dir, message):
+def test_resume_of_a_missing_or_foreign_directory_is_refused(venv_bin, tmp_path, make_dir, message):
+    # (a run directory killed before its first checkpoint starts over: tests/test_resume_matrix.py)
     target = tmp_path / "run"
     if make_dir:
-        (target / ".hydra").mkdir(parents=True)
-        (target / ".hydra" / "overrides.yaml").write_text("[]\n")
+        target.mkdir()
     result = _cli(venv_bin, [f"resume={target}"], tmp_path)
     assert result.returncode == 2 and message in result.stderr
 
@@ -236,3 +236,10 @@ def test_ctrl_c_saves_a_checkpoint_records_interrupted_and_resumes_to_completion
     resumed = _cli(venv_bin, [f"resume={run_dir}"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert _record(run_dir)["status"] == "completed" and _record(run_dir)["global_step"] == 360
+    # saved at the end of a batch, not wherever the signal landed (as Lightning's
+    # OnExceptionCheckpoint would): the resumed run ends exactly as the run left alone
+    whole = _cli(venv_bin, [*RESUMABLE, "trainer.max_epochs=30", f"hydra.run.dir={tmp_path}/whole"], tmp_path)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    for key in COMPARED:
+        assert _record(run_dir)["metrics"][key] == pytest.approx(_record(tmp_path / "whole")["metrics"][key],
+                                                                 abs=1e-6), key

@@ -7,7 +7,8 @@ for one batch of sequences of T steps:
     windows    x.split(k1, dim=1): window j ends at step t_j = min(j * k1, T) (the last may be shorter)
     window j   start = max(0, t_j - k2); take s_start, the state recorded by window j-1 (s_0 for j = 1),
                detached; re-run the forward over steps start+1 .. t_j with the current parameters;
-               loss = mean over the batch and over window j's scored steps; backward; clip; step.
+               loss = mean over the batch and over window j's scored steps; backward; clip; step
+               (the clip inside the step: `_Optimisation.update`).
                While running it, record (detached) the state where window j+1 will start,
                max(0, t_{j+1} - k2) = t_j + k1 - k2 for a full next window: when k2 > k1 the forward
                runs in two pieces, start .. that step, then on to t_j.
@@ -23,8 +24,9 @@ its memory. k1 = k2 = T is one window: full BPTT exactly. k1 >= T is accepted fo
 the loss at step tau back-propagates through steps max(1, tau - k + 1) .. tau only.
 
 Both run under Lightning's manual optimisation, where Lightning neither clips gradients nor steps
-learning-rate schedulers: `_Optimisation` below does both, so the `trainer.gradient_clip_val` and
-`scheduler=...` of a config act the same under every `bptt=...`.
+learning-rate schedulers: `_Optimisation` below steps the schedulers, and `SequenceModel`'s
+`on_before_optimizer_step` hook clips, so the `trainer.gradient_clip_val` and `scheduler=...` of a
+config act the same under every `bptt=...`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from __future__ import annotations
 import logging
 
 import torch
-from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from rnnexp.errors import ConfigError
 from rnnexp.nn.recurrent import detach_state
@@ -86,34 +87,19 @@ class _Optimisation:
     automatic_optimization = False
 
     def update(self, module, loss: torch.Tensor) -> None:
-        """One optimizer step on `loss`: zero, backward, clip by global norm, step, step-interval
-        schedulers. `trainer.global_step` counts these steps."""
+        """One optimizer step on `loss`: zero, backward, step, step-interval schedulers.
+        `trainer.global_step` counts these steps.
+
+        The step clips the gradients by global norm at `module.gradient_clip_val` first: Lightning's
+        precision plugin calls the module's `on_before_optimizer_step` hook, which clips, inside
+        `optimizer.step()`. Not here, before it: under trainer.precision=16-mixed the gradients
+        are still multiplied by the loss scale until the plugin unscales them in that step, so a
+        clip here would act on gradients ~65536x too large."""
         optimizer = module.optimizers()
         optimizer.zero_grad()
         module.manual_backward(loss)
-        if module.gradient_clip_val > 0:
-            module.clip_gradients(optimizer, gradient_clip_val=module.gradient_clip_val,
-                                  gradient_clip_algorithm="norm")
-        optimizer.step()
-        self._step_schedulers(module, "step", module.trainer.global_step)
-
-    def on_train_epoch_end(self, module) -> None:
-        # Called after the epoch's validation, so ReduceLROnPlateau sees this epoch's val metric.
-        self._step_schedulers(module, "epoch", module.trainer.current_epoch + 1)
-
-    @staticmethod
-    def _step_schedulers(module, interval: str, count: int) -> None:
-        trainer = module.trainer
-        for config in trainer.lr_scheduler_configs:
-            if config.interval != interval or count % config.frequency != 0:
-                continue
-            metric = None
-            if isinstance(config.scheduler, ReduceLROnPlateau):
-                # Lightning drops `monitor` from the config under manual optimisation; the module keeps it.
-                metric = trainer.callback_metrics.get(module.scheduler_spec.monitor)
-                if metric is None:  # no validation yet (e.g. limit_val_batches=0): nothing to judge
-                    continue
-            module.lr_scheduler_step(config.scheduler, metric)
+        optimizer.step()  # unscale (mixed precision), clip (module.on_before_optimizer_step), step
+        module.step_schedulers("step", module.trainer.global_step)
 
 
 class TruncatedBPTT(_Optimisation):

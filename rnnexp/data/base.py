@@ -57,14 +57,21 @@ class InMemoryDataModule(pl.LightningDataModule):
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
+    def _shard(self) -> dict:
+        """This process's place among the data-parallel processes (one process: the whole set)."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        return {"num_replicas": trainer.world_size, "rank": trainer.global_rank}
+
     def train_dataloader(self):
-        return batch_loader(self.splits[0], self.batch_size, shuffle=True, seed=self.shuffle_seed)
+        return batch_loader(self.splits[0], self.batch_size, shuffle=True, seed=self.shuffle_seed, **self._shard())
 
     def val_dataloader(self):
-        return batch_loader(self.splits[1], self.eval_batch_size, shuffle=False)
+        return batch_loader(self.splits[1], self.eval_batch_size, shuffle=False, **self._shard())
 
     def test_dataloader(self):
-        return batch_loader(self.splits[2], self.eval_batch_size, shuffle=False)
+        return batch_loader(self.splits[2], self.eval_batch_size, shuffle=False, **self._shard())
 
     @property
     def split_sizes(self) -> tuple[int, int, int]:

@@ -94,5 +94,20 @@ class SequenceImageDataModule(InMemoryDataModule):
         return {"data/source_used": self.source_used}
 
     def state_dict(self) -> dict:
-        # Saved in every checkpoint, so a permuted run can be evaluated under its own permutation.
+        # Saved in every checkpoint and read back (load_state_dict): a resumed or evaluated run uses
+        # the permutation it was trained under, not one drawn again from data.permutation_seed.
         return {"permutation": self.permutation.tolist() if self.permutation is not None else []}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        saved = state_dict.get("permutation") or []
+        if self.order != "permuted" or not saved:
+            return
+        saved = torch.tensor(saved, dtype=torch.long)
+        if self.permutation is not None and torch.equal(saved, self.permutation):
+            return
+        if sorted(saved.tolist()) != list(range(784)):
+            raise ConfigError("data.permutation", f"{len(saved)} saved indices", "a permutation of 0..783",
+                              hint="the checkpoint's data state is damaged")
+        self.permutation = saved
+        if self.splits is not None:  # built under another permutation: build them again
+            self.splits = self.build_splits()

@@ -36,40 +36,66 @@ class InMemorySequences(Dataset):
 class EpochBatchSampler(Sampler[torch.Tensor]):
     """Yields index tensors of `batch_size`; shuffled by a generator seeded with seed + epoch.
 
-    Lightning calls `set_epoch` at the start of every training epoch.
+    Lightning calls `set_epoch` at the start of every training epoch. Under data parallelism
+    (`num_replicas` processes) process `rank` takes every num_replicas-th batch of the shared order,
+    starting at its rank; the training order is padded by wrapping around so that every process
+    makes the same number of steps (the gradient all-reduce needs them all), the evaluation order
+    is not (each sample is scored once). The sampler shards by itself, so the Trainer runs with
+    `use_distributed_sampler: false` (conf/trainer/cpu.yaml): one object knows the order, the
+    shard and the position, which is what a mid-epoch resume needs.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False):
+    def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False,
+                 num_replicas: int = 1, rank: int = 0, pad: bool = True):
         self.num_samples, self.batch_size = num_samples, batch_size
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.num_replicas, self.rank, self.pad = int(num_replicas), int(rank), pad
         self.epoch = 0
-        self.skip_batches = 0  # set when resuming mid-epoch (rnnexp.reliability.ExactResume); used once
+        # batches of this process's share to leave out, set when resuming mid-epoch
+        # (rnnexp.callbacks.resume.ExactResume); used by the next iteration only
+        self.skip_batches = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def _all_batches(self) -> list[torch.Tensor]:
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.num_samples, generator=generator)
         else:
             order = torch.arange(self.num_samples)
+        batches = list(order.split(self.batch_size))
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        return batches
+
+    def _share(self, total: int) -> list[int]:
+        """Positions in the shared order that this process takes."""
+        if self.num_replicas == 1:
+            return list(range(total))
+        if not self.pad:
+            return list(range(self.rank, total, self.num_replicas))
+        per_rank = -(-total // self.num_replicas)
+        return [(self.rank + i * self.num_replicas) % total for i in range(per_rank)]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        batches = self._all_batches()
         skip, self.skip_batches = self.skip_batches, 0
-        for i, batch in enumerate(order.split(self.batch_size)):
-            if i < skip:
-                continue
-            if self.drop_last and len(batch) < self.batch_size:
-                return
-            yield batch
+        for position in self._share(len(batches))[skip:]:
+            yield batches[position]
 
     def __len__(self) -> int:
         full, rest = divmod(self.num_samples, self.batch_size)
-        return full + (0 if self.drop_last or rest == 0 else 1)
+        total = full + (0 if self.drop_last or rest == 0 else 1)
+        return len(self._share(total)) if total else 0
 
 
-def batch_loader(dataset: InMemorySequences, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+def batch_loader(dataset: InMemorySequences, batch_size: int, shuffle: bool, seed: int = 0,
+                 num_replicas: int = 1, rank: int = 0) -> DataLoader:
+    """Training (shuffle=True) or evaluation batches of this process's share of `dataset`."""
     # batch_size=None: the sampler already yields batches, so no per-sample collate happens.
-    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=seed)
+    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=seed,
+                                num_replicas=num_replicas, rank=rank, pad=shuffle)
     # Its own generator: DataLoader.__iter__ otherwise draws a seed from the global RNG at every
     # epoch, which would shift dropout's random numbers between a resumed and an uninterrupted run.
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0,

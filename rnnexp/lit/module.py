@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 import torchmetrics
 from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from rnnexp.bptt import FullBPTT
 from rnnexp.data.task import TaskSpec
@@ -58,7 +59,9 @@ class SequenceModel(pl.LightningModule):
         self.report_first_n = int(report_first_n)
         self.bptt = bptt or FullBPTT()
         self.automatic_optimization = self.bptt.automatic_optimization
-        self.gradient_clip_val = float(gradient_clip_val)  # used by manual-optimisation strategies
+        # trainer.gradient_clip_val: Lightning clips under automatic optimisation (configure_gradient_clipping),
+        # this module's on_before_optimizer_step under manual optimisation (the truncated strategies).
+        self.gradient_clip_val = float(gradient_clip_val)
 
         metric = task.main_metric
         if task.is_classification:
@@ -80,7 +83,8 @@ class SequenceModel(pl.LightningModule):
         self.register_buffer("_first_n_correct", torch.zeros((), dtype=torch.long), persistent=False)
         # The epoch's training loss, summed over samples: a running tensor sum costs nothing per step,
         # where a `self.log(..., on_epoch=True)` walks Lightning's result collection every step. Not in
-        # checkpoints, like Lightning's own epoch accumulators: a resumed epoch averages what it trained.
+        # the state_dict but in resumable checkpoints (on_save_checkpoint): an epoch resumed midway
+        # averages all its batches.
         # Inf or nan once any loss of the epoch was: DivergenceGuard tests this one number.
         self.register_buffer("running_loss_sum", torch.zeros(()), persistent=False)
         self._train_loss_count = 0  # samples in running_loss_sum: known on the host, no tensor needed
@@ -153,21 +157,40 @@ class SequenceModel(pl.LightningModule):
         gc.unfreeze()  # back in the collector's care: a process that trains again can free them
 
     def on_train_epoch_end(self):
-        # Under manual optimisation Lightning steps no LR scheduler: the BPTT strategy does.
-        hook = getattr(self.bptt, "on_train_epoch_end", None)
-        if hook is not None:
-            hook(self)
+        # After the epoch's validation (ReduceLROnPlateau sees its val metric) and before the
+        # epoch-end last.ckpt is written (a Checkpoint callback's hook runs after this one).
+        self.step_schedulers("epoch", self.trainer.current_epoch + 1)
         # The epoch's values, under the names `self.log(on_step=True, on_epoch=True)` would give them:
-        # train/loss_epoch for the loggers, train/loss for callbacks and the run record.
+        # train/loss_epoch and train/<metric> for the loggers, train/loss for callbacks and the record.
+        # Written to the loggers here, not by Lightning after the epoch-end hooks: the epoch-end
+        # last.ckpt is written between the two, and a run killed right after it must find them in
+        # its curves. The metric is reset here for the same reason: the next epoch starts empty.
+        epoch_values = {}
         if self._train_loss_count > 0:
             mean = self.running_loss_sum / self._train_loss_count
-            self.log("train/loss_epoch", mean, prog_bar=True)
+            epoch_values["train/loss_epoch"] = mean
+            self.log("train/loss_epoch", mean, prog_bar=True, logger=False)
             self.log("train/loss", mean, logger=False)
         self.running_loss_sum.zero_()
         self._train_loss_count = 0
-        # Lightning computes the metric object now, then resets it for the next epoch.
         self._update_train_metric()
-        self.log(f"train/{self.metric_name}", self.train_metric, on_step=False, on_epoch=True)
+        epoch_values[f"train/{self.metric_name}"] = self.train_metric.compute()
+        self.log(f"train/{self.metric_name}", epoch_values[f"train/{self.metric_name}"], logger=False)
+        self.train_metric.reset()
+        self._write_to_loggers(epoch_values)
+
+    def _write_to_loggers(self, values: dict[str, torch.Tensor]) -> None:
+        """Write training values to the loggers now, at the step Lightning would give them (the
+        index of the batch, over the whole run). Now, not through `self.log`, which Lightning
+        writes after the batch-end and epoch-end callbacks: last.ckpt is written in those (after
+        flushing the loggers), and a run killed right after it must find these values in its
+        curves, since the resumed run does not train that batch again."""
+        if not self.loggers:
+            return
+        metrics = {name: float(value) for name, value in values.items()}
+        metrics["epoch"] = self.trainer.current_epoch  # as Lightning adds to what it logs
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self.trainer.fit_loop.total_batch_idx)
 
     def log_train_step(self, loss: torch.Tensor, prediction: torch.Tensor, target: torch.Tensor) -> None:
         """Record one batch's training loss and metric. Runs every step, so it keeps off the two costs
@@ -186,7 +209,7 @@ class SequenceModel(pl.LightningModule):
         if len(self._pending_scores) >= TRAIN_METRIC_EVERY:
             self._update_train_metric()
         if self._loggers_write_this_step():
-            self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=target.shape[0])
+            self._write_to_loggers({"train/loss_step": loss})
 
     def _update_train_metric(self) -> None:
         if self._pending_scores:
@@ -197,19 +220,44 @@ class SequenceModel(pl.LightningModule):
                 predicted = predicted.argmax(-1)  # the class, as the metric would take it from the scores
             self.train_metric.update(predicted, torch.cat(targets))
 
+    # -- the epoch's accumulators in checkpoints ------------------------------------------------
+    # The running loss sum and the training metric's state are each process's own: under DDP
+    # every process keeps its share of the epoch. A checkpoint is written by rank 0 alone, so each
+    # process's values are gathered into it, and each process takes back its own on resume.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        own = {"running_loss_sum": self.running_loss_sum.detach().clone(),
+               "running_loss_count": torch.tensor(self._train_loss_count, device=self.running_loss_sum.device)}
+        own.update({key: value for key, value in checkpoint["state_dict"].items()
+                    if key.startswith("train_metric.")})
+        world = self.trainer.world_size
+        checkpoint["epoch_accumulators"] = {
+            "world_size": world,
+            # [world_size, ...]: every process calls this hook while the checkpoint is assembled
+            "per_process": {key: (self.all_gather(value) if world > 1 else value.unsqueeze(0)).cpu()
+                            for key, value in own.items()},
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Lightning calls this before it loads checkpoint["state_dict"] into the module.
+        saved = checkpoint.get("epoch_accumulators")
+        if not saved or saved.get("world_size") != self.trainer.world_size:
+            return  # another number of processes: each starts from rank 0's state_dict
+        mine = {key: value[self.trainer.global_rank] for key, value in saved["per_process"].items()}
+        self.running_loss_sum.copy_(mine.pop("running_loss_sum"))
+        self._train_loss_count = int(mine.pop("running_loss_count"))
+        checkpoint["state_dict"].update(mine)
+
     def state_dict(self, *args, **kwargs):
         # A checkpoint holds the training metric's state: bring it up to date with the last steps first.
         self._update_train_metric()
         return super().state_dict(*args, **kwargs)
 
     def _loggers_write_this_step(self) -> bool:
-        """True on the batches after which Lightning writes step metrics to the loggers (every
-        trainer.log_every_n_steps batches, and the last one): Lightning's own test, which its
-        LearningRateMonitor reads the same way."""
+        """True every trainer.log_every_n_steps batches, as Lightning writes step metrics."""
         trainer = self._trainer
         if trainer is None or not self.loggers:
             return False
-        return bool(trainer._logger_connector.should_update_logs or trainer.fast_dev_run)
+        return (trainer.fit_loop.total_batch_idx + 1) % trainer.log_every_n_steps == 0
 
     # -- evaluation -----------------------------------------------------------------------------
     def _evaluate(self, batch, stage: str, metric: torchmetrics.Metric):
@@ -255,12 +303,54 @@ class SequenceModel(pl.LightningModule):
             self.log(f"test/acc_first{self.report_first_n}", self._first_n_correct.float() / max(seen, 1))
 
     # -- optimisation ---------------------------------------------------------------------------
+    # Gradients are clipped in one place of Lightning's optimizer step for every BPTT strategy: after
+    # the backward pass and, under mixed precision (trainer.precision=16-mixed), after the loss scale
+    # is divided out of them, so the clip acts on the true gradient (before it, on one ~65536x too
+    # large). The precision plugin's optimizer_step runs the closure, unscales, calls the
+    # on_before_optimizer_step hooks (callbacks', then this module's), then - under automatic
+    # optimisation only - configure_gradient_clipping, and steps the optimizer.
+    def on_before_optimizer_step(self, optimizer):
+        # Manual optimisation (bptt=truncated|seed_window): Lightning clips nothing, so clip here,
+        # once per optimizer.step() of the strategy. Automatic (bptt=full): Lightning clips next, in
+        # configure_gradient_clipping, with trainer.gradient_clip_val: not here, or it would clip twice.
+        if not self.automatic_optimization and self.gradient_clip_val > 0:
+            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
+
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        # Lightning calls this after every backward pass with trainer.gradient_clip_val, and its
-        # default parses and checks the algorithm's name before finding there is nothing to clip:
-        # ~50 us a step here. Without a clip value there is nothing to do.
+        # Lightning calls this under automatic optimisation only, after on_before_optimizer_step (so
+        # on unscaled gradients), with trainer.gradient_clip_val; its default parses and checks the
+        # algorithm's name before finding there is nothing to clip: ~50 us a step here. Without a
+        # clip value there is nothing to do.
         if gradient_clip_val:
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    # -- learning-rate schedulers ---------------------------------------------------------------
+    def step_schedulers(self, interval: str, count: int) -> None:
+        """Step the schedulers of `interval` ("step" or "epoch") whose frequency divides `count`.
+
+        The module steps them itself under both optimisation modes: right after each optimizer step
+        and in its epoch-end hook. Lightning would step them after the batch-end and epoch-end
+        callbacks, so last.ckpt, written in those, would hold a scheduler one step behind and a run
+        resumed from it would lag; under manual optimisation it steps none at all."""
+        trainer = self.trainer
+        for config in trainer.lr_scheduler_configs:
+            if config.interval != interval or count % config.frequency != 0:
+                continue
+            if isinstance(config.scheduler, ReduceLROnPlateau):
+                metric = trainer.callback_metrics.get(self.scheduler_spec.monitor)
+                if metric is None:  # no validation yet (e.g. limit_val_batches=0): nothing to judge
+                    continue
+                config.scheduler.step(metric)
+            else:
+                config.scheduler.step()
+
+    def lr_scheduler_step(self, scheduler, metric):
+        """Lightning's own scheduler stepping does nothing here: `step_schedulers` does it."""
+
+    def optimizer_step(self, *args, **kwargs):
+        super().optimizer_step(*args, **kwargs)  # automatic optimisation only; global_step counts it next
+        if self.scheduler_spec is not None:
+            self.step_schedulers("step", self.trainer.global_step + 1)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())

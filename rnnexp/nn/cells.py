@@ -124,3 +124,28 @@ def make_cell(spec) -> ElmanCell | LSTMCell | GRUCell:
     from rnnexp.errors import ConfigError
 
     raise ConfigError("cell.family", spec.family, ("elman", "lstm", "gru"))
+
+
+def layer_weights(module: torch.nn.Module, layer: int, reverse: bool = False):
+    """(U, W, b_ih, b_hh) of one layer and direction of a module that names its parameters as torch
+    does: weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k} (suffix _reverse for the backward
+    direction). nn.RNN / nn.LSTM / nn.GRU and ExplicitRecurrent do, as does any module holding one
+    (found by the end of the parameter's name). The parameters themselves, not copies: a cell run
+    with them computes the layer's function, and gradients reach the layer's weights.
+
+        U, W, b_ih, b_hh = layer_weights(module, k)
+        ux = cell.project_inputs(x, U, b_ih, b_hh)                 U x_t + b for all steps, x [T, B, F]
+        s_t, state_t = cell.step(ux[t], state_{t-1}, W.t(), b_hh)  one step of layer k
+    """
+    suffix = f"_l{layer}" + ("_reverse" if reverse else "")
+    params = dict(module.named_parameters())
+
+    def find(name: str) -> torch.Tensor:
+        matches = [p for key, p in params.items() if key == name or key.endswith("." + name)]
+        if len(matches) != 1:
+            raise LookupError(f"{type(module).__name__} has {len(matches)} parameters named {name}, not one")
+        return matches[0]
+
+    U, W = find(f"weight_ih{suffix}"), find(f"weight_hh{suffix}")
+    b_ih, b_hh = find(f"bias_ih{suffix}"), find(f"bias_hh{suffix}")
+    return U, W, b_ih, b_hh

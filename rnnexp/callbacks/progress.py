@@ -1,9 +1,11 @@
-"""Small Lightning callbacks rnnexp adds to the stock ones."""
+"""What the person watching a run sees: the progress bar and the seed's per-step log line."""
 
 from __future__ import annotations
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
+
+from rnnexp.callbacks.cadence import StepCadence
 
 
 class StepPrinter(pl.Callback):
@@ -15,15 +17,19 @@ class StepPrinter(pl.Callback):
 
     def __init__(self, every_n_steps: int = 0):
         self.every_n_steps = int(every_n_steps)
+        self.cadence = StepCadence(self.every_n_steps)
 
     @property
     def active(self) -> bool:
         return self.every_n_steps > 0
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.cadence.batch_started(trainer)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        step = trainer.global_step
-        if self.every_n_steps <= 0 or step % self.every_n_steps != 0 or step == 0:
+        if not self.cadence.due(trainer):
             return
+        step = trainer.global_step
         stats = getattr(pl_module, "last_batch", None)
         if stats is None:
             return
