@@ -22,12 +22,28 @@ DATA_META_KEYS = ("name", "metric", "metric_mode")
 
 def configure_torch(cfg: DictConfig) -> None:
     """The process-wide torch settings a run asks for: intra-op threads (0: leave them as they
-    are) and flushing of float32 denormals to zero on the CPU."""
+    are) and flushing of float32 denormals to zero on the CPU.
+
+    Also: importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (so that asking "is CUDA
+    available?" goes through NVML and never initialises CUDA before a fork), and torch's optimizers
+    ask that on every `step()`. Where NVIDIA's NVML library cannot be loaded (no NVIDIA driver),
+    each ask tries to load it again, fails and falls back to the very CUDA call the variable avoids:
+    ~100 us per optimizer step here for nothing (torch.cuda.is_available() 96-121 us with it set,
+    2-7 us without, one call per Adam step). There, and only there, the variable is dropped; call
+    this after importing Lightning (rnnexp.training does)."""
+    import ctypes
+    import os
+
     import torch
 
     if cfg.threads and int(cfg.threads) > 0:
         torch.set_num_threads(int(cfg.threads))
     torch.set_flush_denormal(bool(cfg.flush_denormal))
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1":
+        try:
+            ctypes.CDLL("libnvidia-ml.so.1")  # the library torch.cuda's NVML check loads
+        except OSError:
+            del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
 
 
 def validate(cfg: DictConfig) -> None:
@@ -146,11 +162,6 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list, manual_optimi
     # Under manual optimisation (truncated BPTT) Lightning refuses to clip: the module does it.
     if clip and not manual_optimization:
         node["gradient_clip_val"] = clip
-    from rnnexp.lit import hook_dispatch
-    from rnnexp.lit.nvml import drop_futile_nvml_check
-
-    drop_futile_nvml_check()  # Lightning is imported by now, and with it the per-step NVML probe
-    hook_dispatch.install()  # empty hooks are skipped where the profiler is NoProfiler (below)
     extra = {}
     if node.get("profiler") is None:
         from rnnexp.lit.profiler import NoProfiler

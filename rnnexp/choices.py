@@ -1,15 +1,28 @@
 """The values each categorical key accepts. Torch-free, so a bad command line is refused in
-well under a second, before torch or Lightning are imported."""
+well under a second, before torch or Lightning are imported.
 
-CELL_NAMES = ("rnn", "irnn", "lstm", "gru")
+A key chosen by a config group (cell=..., optimizer=..., scheduler=..., bptt=...) takes the names
+of that group's files in conf/: adding conf/cell/<name>.yaml adds the choice, nothing here."""
+
+from pathlib import Path
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def group_options(group: str) -> tuple[str, ...]:
+    """The options of a config group: the names of its files, conf/<group>/<name>.yaml."""
+    return tuple(sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml")))
+
+
+CELL_NAMES = group_options("cell")
 BACKENDS = ("native", "explicit")
 # Elman activations: torch's nn.RNN has only tanh and relu; the explicit cells have all four
 ELMAN_NONLINEARITIES = {"native": ("tanh", "relu"), "explicit": ("tanh", "relu", "sigmoid", "identity")}
 READOUTS = ("final_state", "last_output", "mean_output")
 HEAD_INITS = ("default", "normal")
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-SCHEDULERS = ("none", "cosine", "step", "plateau")
-BPTT_MODES = ("full", "truncated", "seed_window")
+OPTIMIZERS = group_options("optimizer")
+SCHEDULERS = group_options("scheduler")
+BPTT_MODES = group_options("bptt")
 DATASETS = ("mnist", "fashion_mnist")
 SOURCES = ("auto", "local", "download", "bundled")
 ORDERS = ("row", "pixel", "permuted")

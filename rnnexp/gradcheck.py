@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from rnnexp.bptt import reference as ref
+from rnnexp.choices import CELL_NAMES
 
 BACKENDS = ("reference", "native", "explicit")
-CELLS = ("rnn", "irnn", "lstm", "gru")
+CELLS = CELL_NAMES
 KINK_MARGIN = 1e-4
 MAX_REDRAWS = 50
 

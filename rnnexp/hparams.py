@@ -91,7 +91,10 @@ def write_hparams_summary(writer, hparams: dict, metric_names: list[str]) -> Non
         else:
             session_start.hparams[key].string_value = str(value)
 
-    file_writer = writer._get_file_writer()
+    # SummaryWriter's public file_writer (what its own add_hparams writes through); None once closed
+    file_writer = writer.file_writer
+    if file_writer is None:
+        raise ValueError("write_hparams_summary needs an open SummaryWriter (this one is closed)")
     for tag, data in ((metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment)),
                       (metadata.SESSION_START_INFO_TAG,
                        plugin_data_pb2.HParamsPluginData(session_start_info=session_start))):

@@ -107,31 +107,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return run_job(cfg)
 
 
-def _build_config_views_once() -> None:
-    """For `--help`: Hydra lists each config group's options (about 120 listings here) through a
-    fresh view of the config tree each time, a deep copy of the whole tree, 1-2 s in all. The tree
-    cannot change while the help is printed, so each view is built once. (A private Hydra method:
-    if a later Hydra renames it, help is only slower.)"""
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-
-    build = getattr(ConfigLoaderImpl, "_parse_overrides_and_create_caching_repo", None)
-    if build is None:
-        return
-    views: dict = {}
-
-    def build_once(self, config_name, overrides):
-        key = (id(self), config_name, tuple(overrides))
-        if key not in views:
-            views[key] = build(self, config_name, overrides)
-        return views[key]
-
-    ConfigLoaderImpl._parse_overrides_and_create_caching_repo = build_once
-
-
 def main() -> None:
     sys.argv = [sys.argv[0], *resume_arguments(sys.argv[1:])]
-    if {"--help", "-h", "--hydra-help"} & set(sys.argv[1:]):
-        _build_config_views_once()
     _hydra_main()
 
 

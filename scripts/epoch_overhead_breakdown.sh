@@ -3,7 +3,7 @@
 # default run, then with no callbacks and no TensorBoard logger (Lightning's own loop around the
 # same module). Quoted in README "Performance".
 set -euo pipefail
-BENCH=".venv/bin/python -m rnnexp.bench.epoch --repeats ${REPEATS:-5}"
+BENCH=".venv/bin/rnnexp-bench --only epoch --repeats ${REPEATS:-5} --out-dir ${OUT_DIR:-outputs/bench/breakdown}"
 NO_CALLBACKS=()
 for cb in checkpoint lr_monitor divergence_guard exact_resume periodic_checkpoint \
           test_figures gradient_flow step_printer progress_bar; do

@@ -40,6 +40,8 @@ class _Trainer:
     """The part of a Trainer LastCheckpoint uses, counting the checkpoints it is asked to write."""
 
     world_size, global_rank, global_step, current_epoch, num_training_batches = 1, 0, 0, 0, 1000
+    loggers = ()
+    enable_validation, check_val_every_n_epoch, val_check_batch = False, 1, None
 
     def __init__(self, strategy=None):
         self.saved = []
@@ -56,7 +58,7 @@ def _run(callback, batches=6, per_batch=1, trainer=None):
         callback.on_train_batch_start(trainer, None, None, batch)
         trainer.global_step += per_batch
         callback.on_train_batch_end(trainer, None, None, None, batch)
-    callback._release_ctrl_c()
+    callback.on_exception(trainer, None, None)  # gives Ctrl-C back
     return trainer.saved
 
 
@@ -81,6 +83,15 @@ def test_no_mid_epoch_checkpoint_after_the_epochs_last_batch(tmp_path):
     assert saved == [0, 1, 2, 3]
 
 
+def test_a_save_due_after_a_batch_that_validation_follows_waits_for_the_next_batch(tmp_path):
+    # trainer.val_check_interval=0.5: validation after batches 2 and 4 of 4; Lightning would
+    # restart a checkpoint written before that validation past it, skipping it
+    trainer = _Trainer()
+    trainer.num_training_batches, trainer.enable_validation, trainer.val_check_batch = 4, True, 2
+    saved = _run(LastCheckpoint(tmp_path, every_n_train_steps=1, every_n_seconds=0), batches=4, trainer=trainer)
+    assert saved == [0, 1, 3]  # (4: the epoch-end save, after validation)
+
+
 def test_whether_last_ckpt_exists_is_rank_zeros_decision(tmp_path):
     # this process sees a stale last.ckpt (node-local directory), rank 0 sees none: both must save
     # the initial weights together, or the save's barrier waits for ever
@@ -89,14 +100,14 @@ def test_whether_last_ckpt_exists_is_rank_zeros_decision(tmp_path):
     trainer.world_size, trainer.global_rank = 2, 1
     callback = LastCheckpoint(tmp_path, every_n_seconds=0)
     callback.on_train_start(trainer, None)
-    callback._release_ctrl_c()
+    callback.on_exception(trainer, None, None)  # gives Ctrl-C back
     assert trainer.saved == [0]
     # ... and the other way round: rank 0 has it, this process does not: neither saves
     trainer = _Trainer(_Strategy(rank0_value=True))
     trainer.world_size, trainer.global_rank = 2, 1
     callback = LastCheckpoint(tmp_path / "elsewhere", every_n_seconds=0)
     callback.on_train_start(trainer, None)
-    callback._release_ctrl_c()
+    callback.on_exception(trainer, None, None)  # gives Ctrl-C back
     assert trainer.saved == []
 
 

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import IMAGES, SCALA
 
 from rnnexp.build import build_module
 from rnnexp.data.task import TaskSpec
-from rnnexp.gradient_flow import gradient_norms_through_time, unrolled_encoder
+from rnnexp.callbacks.gradient_flow import gradient_norms_through_time, unrolled_encoder
 from rnnexp.training import train
 
 # the adding problem, small: make_cfg's shrink names data.source, which synthetic data has not

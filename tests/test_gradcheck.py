@@ -60,4 +60,4 @@ def test_unknown_cell_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--cell", "transformer"])
     assert exit_info.value.code == 2
-    assert "allowed values are rnn, irnn, lstm, gru" in capsys.readouterr().err
+    assert "allowed values are gru, irnn, lstm, rnn" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import torch
 
 from rnnexp.build import build_module
 from rnnexp.data.task import TaskSpec
-from rnnexp.gradient_flow import gradient_norms_through_time, unrolled_encoder
+from rnnexp.callbacks.gradient_flow import gradient_norms_through_time, unrolled_encoder
 
 # (cell overrides, backend): sigmoid and identity Elman cells exist only in the explicit backend
 CASES = [

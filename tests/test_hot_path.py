@@ -4,11 +4,9 @@ bookkeeping that moved off the per-step path still produces the same numbers."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -103,7 +101,7 @@ def test_epoch_training_loss_and_accuracy_are_over_every_sample_of_the_epoch(mak
     assert len(seen) == 15 and seen[-1][1] == 16
     assert record["metrics"]["train/loss"] == pytest.approx(expected, rel=1e-5)
     assert record["metrics"]["train/loss_epoch"] == pytest.approx(expected, rel=1e-5)
-    # the metric is fed in batches of steps (rnnexp.lit.module.TRAIN_METRIC_EVERY): none is lost
+    # the metric sees every batch of the epoch, the short last one too
     assert record["metrics"]["train/acc"] == pytest.approx(sum(c for _, _, c in seen) / samples, abs=1e-6)
 
 
@@ -193,34 +191,32 @@ def test_divergence_guard_catches_a_non_finite_loss_from_any_step_since_its_last
         guard.on_before_optimizer_step(_Trainer(), _GuardedModule(0.5, float("nan")), None)
 
 
-def test_lightnings_nvml_cuda_probe_is_dropped_only_where_nvml_cannot_load(monkeypatch):
-    import rnnexp.lit.nvml as nvml
+@pytest.mark.parametrize("nvml_loads", [False, True])
+def test_lightnings_nvml_cuda_probe_is_dropped_only_where_nvml_cannot_load(make_cfg, monkeypatch, nvml_loads):
+    # Lightning's import sets the variable; torch's optimizers then ask NVML on every step, which
+    # where NVML is absent only tries to load it again and falls back to the CUDA runtime anyway
+    import ctypes
 
-    # Lightning's import sets the variable; torch's optimizers then probe NVML on every step.
-    monkeypatch.setenv(nvml.VARIABLE, "1")
-    monkeypatch.setattr(nvml, "LIBRARY", "libc.so.6")  # a library that loads: NVML "present", keep it
-    assert nvml.drop_futile_nvml_check() is False
-    assert nvml.VARIABLE in os.environ
-    monkeypatch.setattr(nvml, "LIBRARY", "librnnexp-no-such-nvml.so.1")  # absent: the probe is futile
-    assert nvml.drop_futile_nvml_check() is True
-    assert nvml.VARIABLE not in os.environ
-    assert nvml.drop_futile_nvml_check() is False  # nothing left to drop; the user's other values stay
-    monkeypatch.setenv(nvml.VARIABLE, "0")
-    assert nvml.drop_futile_nvml_check() is False and os.environ[nvml.VARIABLE] == "0"
+    from rnnexp.build import configure_torch
 
+    cfg = make_cfg([])
+    variable = "PYTORCH_NVML_BASED_CUDA_CHECK"
+    loaded = []
 
-def test_training_step_signature_is_read_without_inspecting_the_function_each_step():
-    from pytorch_lightning.utilities.signature_utils import is_param_in_hook_signature
+    def cdll(name, *args, **kwargs):
+        loaded.append(name)
+        if not nvml_loads:
+            raise OSError(f"{name}: cannot open shared object file")
+        return object()
 
-    from rnnexp.lit.module import SequenceModel
-
-    # Lightning asks this on every step; the stored signature must be the one of the code itself
-    function = SequenceModel.training_step
-    bare = types.FunctionType(function.__code__, function.__globals__)  # no stored signature
-    assert function.__signature__ == inspect.signature(bare)
-    assert list(function.__signature__.parameters) == ["self", "batch", "batch_idx"]
-    module = SequenceModel.__new__(SequenceModel)
-    assert is_param_in_hook_signature(module.training_step, "batch_idx", min_args=2)
+    monkeypatch.setattr(ctypes, "CDLL", cdll)
+    monkeypatch.setenv(variable, "1")
+    configure_torch(cfg)
+    assert loaded == ["libnvidia-ml.so.1"]
+    assert (variable in os.environ) is nvml_loads  # kept where NVML is there to answer
+    monkeypatch.setenv(variable, "0")  # the user's other values stay, and nothing is loaded
+    configure_torch(cfg)
+    assert os.environ[variable] == "0" and len(loaded) == 1
 
 
 def test_a_batch_already_on_the_device_is_passed_through_untouched(recwarn):
@@ -229,196 +225,15 @@ def test_a_batch_already_on_the_device_is_passed_through_untouched(recwarn):
     assert datamodule.transfer_batch_to_device(batch, torch.device("cpu"), 0) is batch
     moved = datamodule.transfer_batch_to_device([torch.zeros(1, dtype=torch.float64), "tag"], torch.device("cpu"), 0)
     assert moved[1] == "tag"  # anything else takes Lightning's general path
-    # the hook lives on the data module, where Lightning looks first: no "overridden in the
-    # LightningModule but a LightningDataModule was passed" warning in every run
-    from pytorch_lightning.trainer.connectors.data_connector import _DataHookSelector
+    # the hook lives on the data module, where Lightning looks first, and only there: no
+    # "overridden in the LightningModule but a LightningDataModule was passed" warning in every run
+    from pytorch_lightning.utilities.model_helpers import is_overridden
 
     from rnnexp.lit.module import SequenceModel
 
-    selector = _DataHookSelector(SequenceModel.__new__(SequenceModel), datamodule)
-    assert selector.get_instance("transfer_batch_to_device") is datamodule
+    assert is_overridden("transfer_batch_to_device", datamodule)
+    assert not is_overridden("transfer_batch_to_device", SequenceModel.__new__(SequenceModel))
     assert not [w for w in recwarn if "transfer_batch_to_device" in str(w.message)]
-
-
-def test_empty_hook_bodies_are_told_from_real_ones_by_their_bytecode():
-    from rnnexp.lit.hook_dispatch import has_empty_body
-
-    def passes(trainer, pl_module):
-        pass
-
-    def documented(trainer, pl_module):
-        """Only a docstring."""
-
-    def ellipsis(trainer):
-        ...
-
-    def returns_none():
-        return None
-
-    def returns_one():
-        return 1
-
-    def acts(trainer):
-        trainer.should_stop = True
-
-    assert all(has_empty_body(fn) for fn in (passes, documented, ellipsis, returns_none))
-    assert not any(has_empty_body(fn) for fn in (returns_one, acts, print, lambda: 0))
-    assert has_empty_body(pl.Callback().on_before_backward)  # a bound method: its function is read
-    assert not has_empty_body(pl.Callback().state_dict)  # returns {}
-
-
-class _TinyRegression(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        self.layer = torch.nn.Linear(3, 1)
-        self.fx_names = []  # `_current_fx_name` as the module's own hooks see it
-
-    def training_step(self, batch, batch_idx):  # called through the strategy
-        self.fx_names.append(self._current_fx_name)
-        return torch.nn.functional.mse_loss(self.layer(batch[0]).squeeze(-1), batch[1])
-
-    def on_before_zero_grad(self, optimizer):  # a module hook with a body: still called
-        self.fx_names.append(self._current_fx_name)
-        self.log("hooked", 1.0)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    def train_dataloader(self):
-        data = torch.utils.data.TensorDataset(torch.randn(12, 3), torch.randn(12))
-        return torch.utils.data.DataLoader(data, batch_size=4)
-
-
-class _HookRecorder(pl.Callback):
-    """Records each per-step hook it implements, with the module's `_current_fx_name` then."""
-
-    def __init__(self):
-        self.calls = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.calls.append(("on_train_batch_start", pl_module._current_fx_name, batch_idx))
-
-    def on_before_backward(self, trainer, pl_module, loss):
-        self.calls.append(("on_before_backward", pl_module._current_fx_name, float(loss.detach())))
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        self.calls.append(("on_before_optimizer_step", pl_module._current_fx_name, type(optimizer).__name__))
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.calls.append(("on_train_batch_end", pl_module._current_fx_name, batch_idx))
-
-
-class _EmptyHooks(pl.Callback):
-    def on_after_backward(self, trainer, pl_module):
-        """Overridden, but empty: as good as not implemented."""
-
-
-@pytest.fixture
-def dispatch_restored(monkeypatch):
-    """Whatever Lightning's dispatch functions are now, they are again after the test."""
-    from pytorch_lightning.trainer import call
-
-    for name in ("_call_callback_hooks", "_call_lightning_module_hook", "_call_strategy_hook"):
-        monkeypatch.setattr(call, name, getattr(call, name))
-    return call
-
-
-def _fit_recording_calls(profiler, skip_empty) -> tuple[list, set, pl.Trainer]:
-    """Fit _TinyRegression for 3 steps: the recorder's calls then the module's fx names, the code objects
-    Python entered, the trainer."""
-    import sys
-
-    from rnnexp.lit import hook_dispatch
-
-    (hook_dispatch.install if skip_empty else hook_dispatch.uninstall)()
-    torch.manual_seed(0)
-    recorder = _HookRecorder()
-    trainer = pl.Trainer(max_steps=3, profiler=profiler, callbacks=[recorder, _EmptyHooks()], logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    entered = set()
-
-    def watch(frame, event, arg):
-        if event == "call":
-            entered.add(frame.f_code)
-
-    module = _TinyRegression()
-    sys.setprofile(watch)
-    try:
-        trainer.fit(module)
-    finally:
-        sys.setprofile(None)
-    return recorder.calls + module.fx_names, entered, trainer
-
-
-def test_rnnexp_trainers_skip_empty_hooks_and_call_the_rest_exactly_as_lightning_does(dispatch_restored):
-    from pytorch_lightning.strategies import Strategy
-
-    from rnnexp.lit import hook_dispatch
-    from rnnexp.lit.profiler import NoProfiler
-
-    lightning_calls, lightning_entered, _ = _fit_recording_calls(NoProfiler(), skip_empty=False)
-    rnnexp_calls, rnnexp_entered, trainer = _fit_recording_calls(NoProfiler(), skip_empty=True)
-
-    # 4 callback hooks x 3 steps, same order, arguments and _current_fx_name; then the module's
-    assert rnnexp_calls == lightning_calls and len(lightning_calls) == 12 + 6
-    assert lightning_calls[12:] == ["training_step", "on_before_zero_grad"] * 3
-    assert trainer.callback_metrics["hooked"] == 1.0  # a module hook with a body still runs
-    empty = {pl.Callback.on_before_zero_grad.__code__, _EmptyHooks.on_after_backward.__code__,
-             pl.LightningModule.on_after_backward.__code__, Strategy.on_train_batch_start.__code__}
-    assert empty <= lightning_entered  # Lightning calls them every step...
-    assert not empty & rnnexp_entered  # ...rnnexp's trainers do not
-    assert {hook_dispatch.call_callback_hooks.__code__, hook_dispatch.call_lightning_module_hook.__code__,
-            hook_dispatch.call_strategy_hook.__code__} <= rnnexp_entered
-
-
-def test_a_real_profiler_still_sees_every_hook_lightning_calls(dispatch_restored):
-    from pytorch_lightning.profilers import SimpleProfiler
-
-    calls, _, trainer = _fit_recording_calls(SimpleProfiler(), skip_empty=True)
-    actions = set(trainer.profiler.recorded_durations)
-    assert "[Callback]_EmptyHooks.on_after_backward" in actions  # empty, recorded: Lightning's path
-    assert "[LightningModule]_TinyRegression.on_after_backward" in actions
-    assert "[Strategy]SingleDeviceStrategy.on_train_batch_start" in actions
-    assert len(calls) == 12 + 6
-
-
-def test_monitoring_callbacks_are_chosen_as_lightning_chooses_them():
-    from types import SimpleNamespace
-
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
-    from rnnexp.lit.hook_dispatch import call_callback_hooks
-    from rnnexp.lit.profiler import NoProfiler
-
-    seen = []
-
-    class Monitor(ModelCheckpoint):
-        def on_validation_end(self, trainer, pl_module):
-            seen.append(("monitor", pl_module._current_fx_name))
-
-    class Other(pl.Callback):
-        def on_validation_end(self, trainer, pl_module):
-            seen.append(("other", pl_module._current_fx_name))
-
-    module = SimpleNamespace(_current_fx_name="validation_step")
-    trainer = SimpleNamespace(profiler=NoProfiler(), lightning_module=module, callbacks=[Other(), Monitor()])
-    for monitoring in (True, False, None):
-        call_callback_hooks(trainer, "on_validation_end", monitoring_callbacks=monitoring)
-    assert seen == [("monitor", "on_validation_end"), ("other", "on_validation_end"),
-                    ("other", "on_validation_end"), ("monitor", "on_validation_end")]
-    assert module._current_fx_name == "validation_step"  # restored after the hooks
-
-
-def test_build_trainer_routes_lightnings_hook_calls_through_rnnexp(make_cfg, dispatch_restored):
-    from rnnexp.build import build_trainer
-    from rnnexp.lit import hook_dispatch
-
-    hook_dispatch.uninstall()
-    build_trainer(make_cfg([]), [], [], False)
-    call = dispatch_restored
-    assert call._call_callback_hooks is hook_dispatch.call_callback_hooks
-    assert call._call_lightning_module_hook is hook_dispatch.call_lightning_module_hook
-    assert call._call_strategy_hook is hook_dispatch.call_strategy_hook
 
 
 def test_runs_flush_float32_denormals_to_zero_unless_told_not_to(make_cfg):

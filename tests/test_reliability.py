@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -16,10 +14,6 @@ import torch
 from rnnexp.errors import CheckpointError, DivergenceError
 from rnnexp.training import train
 
-# 2 epochs x 12 batches, last.ckpt every 3 steps: long enough to be killed in the middle of epoch 1
-RESUMABLE = ["debug=fast", "data.source=bundled", "threads=1", "data.limit_train_samples=768",
-             "trainer.max_epochs=2", "trainer.limit_train_batches=12", "model.hidden_size=32",
-             "callbacks.periodic_checkpoint.every_n_train_steps=3", "model.num_layers=2", "model.dropout=0.3"]
 COMPARED = ("val/acc", "val/loss", "test/acc", "test/loss", "hp/val_acc_best", "hp/test_acc", "train/acc")
 
 
@@ -34,39 +28,7 @@ def _record(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-@pytest.mark.slow
-def test_run_killed_with_sigkill_and_resumed_ends_with_the_uninterrupted_metrics(venv_bin, tmp_path):
-    whole = _cli(venv_bin, [*RESUMABLE, f"hydra.run.dir={tmp_path}/whole"], tmp_path)
-    assert whole.returncode == 0, whole.stderr[-2000:]
-
-    killed_dir = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([str(venv_bin / "rnnexp-train"), *RESUMABLE, f"hydra.run.dir={killed_dir}"],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = killed_dir / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 240
-    step = 0
-    while time.time() < deadline and proc.poll() is None:
-        if last.is_file():
-            try:
-                step = torch.load(last, weights_only=True)["global_step"]
-            except Exception:  # caught between Lightning's write and rename: try again
-                step = 0
-            if step >= 6:
-                break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert 6 <= step < 24, f"the run was not caught mid-training (step {step})"
-    assert _record(killed_dir)["status"] == "running"  # SIGKILL leaves no chance to write more
-
-    resumed = _cli(venv_bin, [f"resume={killed_dir}"], tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    a, b = _record(tmp_path / "whole"), _record(killed_dir)
-    assert b["status"] == "completed" and b["global_step"] == a["global_step"] == 24
-    assert b["resumes"][0]["previous_status"] == "running"
-    for key in COMPARED:
-        assert b["metrics"][key] == pytest.approx(a["metrics"][key], abs=1e-6), key
+# Kills at every point of a run, Ctrl-C included, and their resumes: tests/test_resume_matrix.py
 
 
 def test_two_identical_runs_give_identical_metrics(make_cfg):
@@ -124,9 +86,9 @@ def test_eval_refuses_a_checkpoint_of_a_different_architecture(make_cfg):
 
 
 BAD_INPUTS = [
-    (["cell.name=elman"], "cell.name='elman' is not valid; allowed: rnn, irnn, lstm, gru"),
-    (["optimizer.name=lbfgs"], "optimizer.name='lbfgs' is not valid; allowed: sgd, adam, adamw, rmsprop"),
-    (["scheduler.name=linear"], "scheduler.name='linear' is not valid; allowed: none, cosine, step, plateau"),
+    (["cell.name=elman"], "cell.name='elman' is not valid; allowed: gru, irnn, lstm, rnn"),
+    (["optimizer.name=lbfgs"], "optimizer.name='lbfgs' is not valid; allowed: adam, adamw, rmsprop, sgd"),
+    (["scheduler.name=linear"], "scheduler.name='linear' is not valid; allowed: cosine, none, plateau, step"),
     (["data.dataset=cifar10"], "data.dataset='cifar10' is not valid; allowed: mnist, fashion_mnist"),
     (["model.hidden_size=0"], "model.hidden_size=0 is not valid; allowed: an integer > 0"),
     (["model.num_layers=-1"], "model.num_layers=-1 is not valid; allowed: an integer > 0"),
@@ -205,41 +167,3 @@ def test_resume_of_a_missing_or_foreign_directory_is_refused(venv_bin, tmp_path,
         target.mkdir()
     result = _cli(venv_bin, [f"resume={target}"], tmp_path)
     assert result.returncode == 2 and message in result.stderr
-
-
-@pytest.mark.slow
-def test_ctrl_c_saves_a_checkpoint_records_interrupted_and_resumes_to_completion(venv_bin, tmp_path):
-    run_dir = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # 30 epochs x 12 steps: seconds of training, so the signal lands in it however fast a step is
-    proc = subprocess.Popen([str(venv_bin / "rnnexp-train"), *RESUMABLE, "trainer.max_epochs=30",
-                             f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            # as a terminal's Ctrl-C finds it, even when this suite was started in the
-                            # background (a shell's background jobs inherit SIGINT ignored)
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        record = run_dir / "metrics.json"
-        if record.is_file() and json.loads(record.read_text()).get("status") == "running" and \
-                (run_dir / "checkpoints" / "last.ckpt").is_file():
-            break
-        time.sleep(0.05)
-    time.sleep(0.1)  # training has started: last.ckpt (the initial weights) is written on its first hook
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) != 0
-    record = _record(run_dir)
-    assert record["status"] == "interrupted" and "resume=" in record["error"]
-    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert 0 <= saved["global_step"] < 360
-
-    resumed = _cli(venv_bin, [f"resume={run_dir}"], tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert _record(run_dir)["status"] == "completed" and _record(run_dir)["global_step"] == 360
-    # saved at the end of a batch, not wherever the signal landed (as Lightning's
-    # OnExceptionCheckpoint would): the resumed run ends exactly as the run left alone
-    whole = _cli(venv_bin, [*RESUMABLE, "trainer.max_epochs=30", f"hydra.run.dir={tmp_path}/whole"], tmp_path)
-    assert whole.returncode == 0, whole.stderr[-2000:]
-    for key in COMPARED:
-        assert _record(run_dir)["metrics"][key] == pytest.approx(_record(tmp_path / "whole")["metrics"][key],
-                                                                 abs=1e-6), key

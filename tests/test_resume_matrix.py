@@ -5,7 +5,8 @@ the run left alone: the same test, validation and training metrics, the same glo
 same optimizer steps in every epoch, the same TensorBoard series, and fit and wall times summed
 over its segments.
 
-Configurations: full BPTT on row MNIST (a final target, dropout, a step-per-epoch LR schedule),
+Configurations: full BPTT on row MNIST (a final target, dropout, a step-per-epoch LR schedule; once
+more with a validation in the middle of each epoch),
 truncated BPTT on copy memory (a target at every step, 4 optimizer steps per batch, last.ckpt
 every 6 steps, which no batch ends on exactly), and DDP with 2 CPU processes. Kill points:
 before the first checkpoint, right after the initial one, the first step, mid-epoch, the last
@@ -41,7 +42,9 @@ TRUNCATED = [*COMMON, "data=copy_memory", "data.seq_len=10", "data.limit_train_s
              "callbacks.periodic_checkpoint.every_n_train_steps=6"]
 # 2 processes share the 8 batches: 4 steps an epoch
 DDP = [*FULL[:-1], "trainer=ddp", "callbacks.periodic_checkpoint.every_n_train_steps=2"]
-CONFIGS = {"full": FULL, "truncated": TRUNCATED, "ddp": DDP}
+# validation in the middle of each epoch too (after batches 4 and 8), last.ckpt every 2 steps
+MID_VALIDATION = [*FULL[:-1], "trainer.val_check_interval=0.5", "callbacks.periodic_checkpoint.every_n_train_steps=2"]
+CONFIGS = {"full": FULL, "truncated": TRUNCATED, "ddp": DDP, "midval": MID_VALIDATION}
 
 CASES = [
     # (config, kill points in order: one per segment)
@@ -54,14 +57,19 @@ CASES = [
     ("full", ["validation_batch_end@8"]),   # between the two validation batches of epoch 0
     ("full", ["save_checkpoint@9"]),        # while last.ckpt of step 9 is being written
     ("full", ["test_batch_end@16"]),        # in the test stage, after training ended
+    ("full", ["train_batch_end@5!INT"]),    # Ctrl-C: last.ckpt at the end of the next batch, then stop
+    ("full", ["train_batch_end@4!INT,train_batch_end@4!INT"]),  # Ctrl-C twice: stop at once
     ("full", ["train_batch_end@4", "train_epoch_end@8"]),  # a second kill in the resumed run
     ("full", ["train_epoch_end@8", "train_batch_end@13"]),
     ("truncated", ["train_batch_end@8"]),
     ("truncated", ["train_epoch_end@24"]),
     ("truncated", ["validation_batch_end@24"]),
     ("truncated", ["save_checkpoint@12", "train_batch_end@36"]),
+    ("midval", ["validation_batch_end@4"]),  # during a validation in the middle of epoch 0
+    ("midval", ["train_batch_end@5"]),       # after the batch that follows it
     ("ddp", ["train_batch_end@3"]),
     ("ddp", ["train_epoch_end@4"]),
+    ("ddp", ["train_batch_end@3#1"]),        # only rank 1 dies: rank 0 must fail, not wait for ever
 ]
 COMPARED_PREFIXES = ("test/", "val/", "hp/", "train/acc", "train/loss")
 
@@ -90,17 +98,22 @@ def scalar_series(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
             for tag in accumulator.Tags()["scalars"] if not tag.startswith("lr-")}
 
 
-def saved_clock(run_dir: Path) -> tuple[float, float]:
-    """(fit, wall) seconds the checkpoint a resume will start from has counted so far."""
+def saved_state(run_dir: Path) -> tuple[int, float, float]:
+    """(global_step, fit seconds, wall seconds) of the checkpoint a resume will start from."""
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
-        return 0.0, 0.0
-    state = torch.load(last, weights_only=True)["callbacks"]["ExactResume"]
-    return state["fit_time_s"], state["wall_time_s"]
+        return -1, 0.0, 0.0
+    checkpoint = torch.load(last, weights_only=True)
+    clock = checkpoint["callbacks"]["ExactResume"]
+    return checkpoint["global_step"], clock["fit_time_s"], clock["wall_time_s"]
 
 
 def case_id(config: str, kills: list[str]) -> str:
-    return f"{config}-{'+'.join(kills).replace('@', '_at_')}"
+    """A name that is also a folder name Hydra takes on its command line (no '=', ',', '@', '#', '!')."""
+    text = "+".join(kills)
+    for old, new in (("@", "_at_"), ("#", "_rank"), ("!", "_sig"), (",", "+")):
+        text = text.replace(old, new)
+    return f"{config}-{text}"
 
 
 def run_chain(venv_bin: Path, root: Path, config: str, kills: list[str]) -> dict:
@@ -112,19 +125,23 @@ def run_chain(venv_bin: Path, root: Path, config: str, kills: list[str]) -> dict
     for i, kill in enumerate([*kills, None]):
         args = [*CONFIGS[config], f"hydra.run.dir={run_dir}"] if i == 0 else [f"resume={run_dir}"]
         result = cli(venv_bin, args, run_dir.parent, fault=kill)
+        record = record_of(run_dir) if (run_dir / "metrics.json").is_file() else {}
         steps.append({"kill": kill, "returncode": result.returncode, "stderr": result.stderr[-3000:],
-                      "status": record_of(run_dir)["status"] if (run_dir / "metrics.json").is_file() else None,
-                      "clock": saved_clock(run_dir)})
+                      "status": record.get("status"), "error": record.get("error", ""),
+                      "saved": saved_state(run_dir)})
         if kill is None or result.returncode == 0:
             break
     return {"run_dir": run_dir, "steps": steps}
 
 
 @pytest.fixture(scope="module")
-def matrix(venv_bin, tmp_path_factory) -> dict:
-    """Every chain of CASES and each configuration's run left alone, two processes at a time (one
-    torch thread each, on this 2-core machine); DDP chains one at a time (each is 2 processes)."""
+def matrix(venv_bin, tmp_path_factory, request) -> dict:
+    """The chains of the selected CASES and their configurations' runs left alone, two processes
+    at a time (one torch thread each, on this 2-core machine); DDP chains one at a time (each is 2
+    processes)."""
     root = tmp_path_factory.mktemp("matrix")
+    selected = {case_id(item.callspec.params["config"], item.callspec.params["kills"])
+                for item in request.session.items if item.module is request.module and hasattr(item, "callspec")}
     ddp_lock = threading.Lock()
 
     def run(config, kills):
@@ -133,8 +150,9 @@ def matrix(venv_bin, tmp_path_factory) -> dict:
                 return run_chain(venv_bin, root, config, kills)
         return run_chain(venv_bin, root, config, kills)
 
-    jobs = {f"reference-{name}": (name, []) for name in CONFIGS}
-    jobs.update({case_id(config, kills): (config, kills) for config, kills in CASES})
+    cases = [(config, kills) for config, kills in CASES if case_id(config, kills) in selected]
+    jobs = {f"reference-{name}": (name, []) for name in sorted({config for config, _ in cases})}
+    jobs.update({case_id(config, kills): (config, kills) for config, kills in cases})
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {key: pool.submit(run, *job) for key, job in jobs.items()}
         return {key: future.result() for key, future in futures.items()}
@@ -149,10 +167,21 @@ def test_killed_and_resumed_run_ends_with_the_record_of_the_run_left_alone(matri
     run_dir, steps = chain["run_dir"], chain["steps"]
     assert len(steps) == len(kills) + 1, steps[-1]["stderr"]  # each kill happened
     for step in steps[:-1]:
-        assert step["returncode"] in (-9, 137) or (config == "ddp" and step["returncode"] != 0), step
-        assert step["status"] == "running"  # SIGKILL leaves no chance to write more
+        if "#" in step["kill"]:  # another process died: rank 0 saw its connection close
+            assert step["returncode"] == 1 and step["status"] == "failed", step
+        elif "!INT" in step["kill"]:  # Ctrl-C: stopped cleanly, said so, told how to go on
+            assert step["returncode"] == 1 and step["status"] == "interrupted", step
+            assert "resume=" in step["error"]
+            pressed_at = int(step["kill"].split("@")[1].split("!")[0])
+            if "," in step["kill"]:  # twice: at once, leaving the last periodic checkpoint
+                assert step["saved"][0] < pressed_at
+            else:  # once: at the end of the next batch (FaultInjection runs after last.ckpt's hook)
+                assert step["saved"][0] == pressed_at + 1
+        else:
+            assert step["returncode"] in (-9, 137) or (config == "ddp" and step["returncode"] != 0), step
+            assert step["status"] == "running", step  # SIGKILL leaves no chance to write more
     assert steps[-1]["returncode"] == 0, steps[-1]["stderr"]
-    fit_before, wall_before = steps[-2]["clock"]
+    _, fit_before, wall_before = steps[-2]["saved"]
 
     got = record_of(run_dir)
     assert got["status"] == "completed"

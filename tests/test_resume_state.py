@@ -65,10 +65,13 @@ def test_each_process_takes_its_share_and_a_resumed_process_skips_only_its_own_b
     # an odd number of batches: the shorter share wraps around so both make the same steps
     odd = EpochBatchSampler(1000 - 64, 64, shuffle=True, seed=7, num_replicas=2, rank=1)
     assert len(list(odd)) == len(odd) == 8
-    # evaluation is not padded: every sample is scored exactly once across the processes
-    evaluation = [EpochBatchSampler(1000, 300, shuffle=False, num_replicas=2, rank=r) for r in (0, 1)]
-    scored = sorted(i for sampler in evaluation for batch in sampler for i in batch.tolist())
-    assert scored == list(range(1000))
+    # evaluation is not padded: every sample is scored exactly once across the processes, and a
+    # set of one batch still gives every process some
+    for size, batch_size in ((1000, 300), (500, 500), (3, 500)):
+        evaluation = [EpochBatchSampler(size, batch_size, shuffle=False, num_replicas=2, rank=r, pad=False) for r in (0, 1)]
+        assert all(len(list(sampler)) == len(sampler) >= 1 for sampler in evaluation)
+        scored = sorted(i for sampler in evaluation for batch in sampler for i in batch.tolist())
+        assert scored == list(range(size))
 
 
 def test_every_random_number_stream_is_restored_from_a_checkpoint_file(tmp_path):

@@ -35,12 +35,12 @@ import logging
 
 import torch
 
+from rnnexp.choices import BPTT_MODES
 from rnnexp.errors import ConfigError
 from rnnexp.nn.recurrent import detach_state
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("full", "truncated", "seed_window")
 # The prediction of a final-target task must depend on the last step's state only: a re-run window
 # cannot average outputs over steps it did not re-run.
 TRUNCATABLE_READOUTS = ("final_state", "last_output")
@@ -49,8 +49,8 @@ TRUNCATABLE_READOUTS = ("final_state", "last_output")
 def truncated_from_config(node, bidirectional: bool, seq_len: int):
     """The strategy for a `bptt` config node (conf/bptt/*.yaml) other than `full`."""
     name = str(node.name)
-    if name not in STRATEGIES[1:]:
-        raise ConfigError("bptt.name", name, STRATEGIES)
+    if name not in BPTT_MODES or name == "full":
+        raise ConfigError("bptt.name", name, BPTT_MODES)
     if bidirectional:
         raise ConfigError("bptt.name", name, "full, when model.bidirectional=true",
                           hint="a backward direction reads every later step, so the sequence "

@@ -52,6 +52,7 @@ class LastCheckpoint(Checkpoint):
         self.cadence = StepCadence(every_n_train_steps)
         self.every_seconds = float(every_n_seconds)
         self._saved_at = time.monotonic()
+        self._deferred = False  # a save was due after a batch that validation followed
         self._stop_requested = False  # set by the first Ctrl-C
         self.interrupted = False  # the run stopped on Ctrl-C (read by rnnexp.training for the record)
         self._previous_sigint = None
@@ -79,18 +80,22 @@ class LastCheckpoint(Checkpoint):
         stop = self._stop_requested
         if trainer.world_size > 1:  # every process follows rank 0's clock and Ctrl-C
             due, stop = trainer.strategy.broadcast((due, stop))
-        if batch_idx + 1 >= trainer.num_training_batches:
-            # The epoch's last batch: validation and the epoch-end save follow; a checkpoint here
-            # would restart after the batch but before the epoch's validation.
+        if batch_idx + 1 >= trainer.num_training_batches or _validation_follows(trainer, batch_idx):
+            # Validation follows this batch (and, after the epoch's last batch, the epoch-end
+            # save): Lightning restarts a checkpoint written here after the batch but skips that
+            # validation, so the save waits for the next batch.
+            self._deferred = self._deferred or due
             self._stop_requested = stop
             return
-        if due or stop:
+        if due or stop or self._deferred:
             self._save(trainer)
+            self._deferred = False
         if stop:
             self._stop(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module):
         self._save(trainer)
+        self._deferred = False
         stop = self._stop_requested
         if trainer.world_size > 1:
             stop = trainer.strategy.broadcast(stop)
@@ -102,6 +107,8 @@ class LastCheckpoint(Checkpoint):
         self._release_ctrl_c()
 
     def on_exception(self, trainer, pl_module, exception):
+        # a second Ctrl-C (or one before training started) stops at once: last.ckpt stays as it was
+        self.interrupted = self.interrupted or isinstance(exception, KeyboardInterrupt)
         self._release_ctrl_c()
 
     # -- Ctrl-C ---------------------------------------------------------------------------------
@@ -128,3 +135,12 @@ class LastCheckpoint(Checkpoint):
         self.interrupted = True
         self._release_ctrl_c()
         raise KeyboardInterrupt(f"stopped on Ctrl-C at step {trainer.global_step}; last.ckpt saved")
+
+
+def _validation_follows(trainer, batch_idx: int) -> bool:
+    """Whether Lightning validates right after this training batch (trainer.val_check_interval
+    < 1 validates inside the epoch too), by the Trainer's public settings."""
+    if not trainer.enable_validation or (trainer.current_epoch + 1) % (trainer.check_val_every_n_epoch or 1):
+        return False
+    every = trainer.val_check_batch
+    return isinstance(every, int) and every > 0 and (batch_idx + 1) % every == 0

@@ -1,10 +1,12 @@
 """Kill the process at an exact point of a run, for the resume tests: never used otherwise.
 
-    RNNEXP_FAULT=<hook>@<global_step>[,<hook>@<global_step>...]   e.g. train_batch_end@7
+    RNNEXP_FAULT=<hook>@<global_step>[#<rank>][!INT][,...]   e.g. train_batch_end@7, train_batch_end@7#1
 
-sends SIGKILL to this process (every process of a distributed run, each to itself) the first time
-Lightning calls the hook `on_<hook>` with `trainer.global_step` equal to that step. The signal
-cannot be caught: nothing runs after it, as when a node dies or a job is killed. Hooks:
+sends SIGKILL to this process (every process of a distributed run, each to itself; with #<rank>
+only the process of that global rank) when Lightning calls the hook `on_<hook>` with
+`trainer.global_step` equal to that step. SIGKILL cannot be caught: nothing runs after it, as
+when a node dies or a job is killed. `!INT` sends SIGINT instead: Ctrl-C at an exact point (twice
+at the same point: Ctrl-C pressed twice). Hooks:
     fit_start        before anything is trained or written
     train_start      right after the initial last.ckpt
     train_batch_end  after a batch and the last.ckpt it may have written (mid-epoch)
@@ -27,13 +29,21 @@ HOOKS = ("fit_start", "train_start", "train_batch_end", "train_epoch_end", "vali
          "test_batch_end", "save_checkpoint")
 
 
-def parse_faults(text: str) -> list[tuple[str, int]]:
+SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT}
+
+
+def parse_faults(text: str) -> list[tuple[str, int, int | None, signal.Signals]]:
+    """(hook, global_step, rank or None for every rank, signal) for each item of RNNEXP_FAULT."""
     faults = []
     for item in filter(None, (part.strip() for part in text.split(","))):
-        hook, _, step = item.partition("@")
-        if hook not in HOOKS or not step.lstrip("-").isdigit():
-            raise ValueError(f"{ENV}={text!r}: {item!r} is not <hook>@<step> with hook one of {', '.join(HOOKS)}")
-        faults.append((hook, int(step)))
+        hook, _, rest = item.partition("@")
+        rest, _, name = rest.partition("!")
+        step, _, rank = rest.partition("#")
+        if hook not in HOOKS or not step.isdigit() or (rank and not rank.isdigit()) or \
+                (name and name not in SIGNALS):
+            raise ValueError(f"{ENV}={text!r}: {item!r} is not <hook>@<step>[#<rank>][!INT] with hook one of "
+                             f"{', '.join(HOOKS)}")
+        faults.append((hook, int(step), int(rank) if rank else None, SIGNALS[name or "KILL"]))
     return faults
 
 
@@ -42,7 +52,7 @@ class FaultInjection(Checkpoint):
     subclass only so that Lightning calls it after every other callback, the checkpoint writers
     included: "right after the end-of-epoch checkpoint" is exactly that."""
 
-    def __init__(self, faults: list[tuple[str, int]]):
+    def __init__(self, faults: list[tuple[str, int, int | None, signal.Signals]]):
         self.faults = list(faults)
 
     @classmethod
@@ -51,8 +61,9 @@ class FaultInjection(Checkpoint):
         return cls(parse_faults(text)) if text else None
 
     def _maybe_kill(self, hook: str, trainer) -> None:
-        if (hook, trainer.global_step) in self.faults:
-            os.kill(os.getpid(), signal.SIGKILL)
+        for fault_hook, step, rank, signum in self.faults:
+            if (fault_hook, step) == (hook, trainer.global_step) and rank in (None, trainer.global_rank):
+                os.kill(os.getpid(), signum)
 
     def on_fit_start(self, trainer, pl_module):
         self._maybe_kill("fit_start", trainer)

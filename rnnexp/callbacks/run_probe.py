@@ -1,11 +1,12 @@
-"""A callback the benchmarks add to a real `rnnexp-train` run from the command line:
+"""When a run reached its milestones, for `rnnexp-bench` (startup, sweep), added from the command line:
 
-    rnnexp-train ... +callbacks.bench_probe._target_=rnnexp.bench.probe.RunProbe \\
+    rnnexp-train ... +callbacks.bench_probe._target_=rnnexp.callbacks.run_probe.RunProbe \\
                      [+callbacks.bench_probe.path=/tmp/probe.json]   (default: <run dir>/bench_probe.json)
 
-It writes, as wall-clock timestamps (`time.time()`, comparable across processes on one machine),
-when the first training batch started and ended and when training ended, with the process id and
-torch's thread count: what `rnnexp.bench.startup` and `rnnexp.bench.sweep_throughput` time.
+It writes wall-clock timestamps (`time.time()`, comparable across processes on one machine): when
+it was built (after the imports, data decoding and model, before the Trainer), when the first
+training batch started and ended and when training ended, with the process id, torch's thread
+count and the step count.
 """
 
 from __future__ import annotations
