@@ -76,6 +76,6 @@ def test_help_lists_every_config_group_and_the_composed_config(venv_bin, tmp_pat
     result = run_cli(venv_bin, ["--help"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "cell: gru, irnn, lstm, rnn" in result.stdout
-    assert "bptt: full, seed_window, truncated" in result.stdout
+    assert "bptt: full, lookback, truncated" in result.stdout
     assert "hidden_size: 128" in result.stdout  # the composed config follows the groups
     assert not (tmp_path / "outputs").exists()

@@ -21,7 +21,6 @@ from omegaconf import OmegaConf
 from pytorch_lightning.plugins.precision import DoublePrecision, MixedPrecision
 
 from rnnexp.build import build_datamodule, build_module, build_trainer
-from rnnexp.lit import hook_dispatch
 from rnnexp.lit.profiler import NoProfiler
 
 # A small problem (tanh RNN, 4 units, plain SGD), one batch of 6 sequences, one epoch.
@@ -37,12 +36,12 @@ SCALE = 2.0 ** 16  # GradScaler's default initial scale; a power of two, so scal
 CASES = [  # task, bptt overrides, optimizer steps in the epoch
     (COPY, ["bptt=truncated", "bptt.k1=6", "bptt.k2=8"], 4),
     (ADDING, ["bptt=truncated", "bptt.k1=3"], 1),
-    (COPY, ["bptt=seed_window", "bptt.k1=4"], 1),
-    (ADDING, ["bptt=seed_window", "bptt.k1=4"], 1),
+    (COPY, ["bptt=lookback", "bptt.k1=4"], 1),
+    (ADDING, ["bptt=lookback", "bptt.k1=4"], 1),
     (COPY, ["bptt=full"], 1),  # Lightning's own clipping (trainer.gradient_clip_val)
     (ADDING, ["bptt=full"], 1),
 ]
-IDS = ["truncated-per_step", "truncated-final_target", "seed_window-per_step", "seed_window-final_target",
+IDS = ["truncated-per_step", "truncated-final_target", "lookback-per_step", "lookback-final_target",
        "full-per_step", "full-final_target"]
 
 
@@ -141,7 +140,6 @@ def fit_loss_scaled(make_cfg, overrides):
     if module.automatic_optimization:
         node["gradient_clip_val"] = CLIP
     scaler, norms = RecordingScaler(), StepNorms()
-    hook_dispatch.install()
     trainer = pl.Trainer(**node, plugins=[LossScaledDouble(scaler)], callbacks=[norms], logger=False,
                          profiler=NoProfiler())
     trainer.fit(module, datamodule=datamodule)

@@ -44,7 +44,7 @@ def test_relu_with_five_steps_where_the_seed_failed(arch, loss):
     num_layers, bidirectional = ARCHITECTURES[arch]
     problem = Problem(seq_len=5, num_layers=num_layers, bidirectional=bidirectional, loss=loss)
     errors = check_reference("relu", problem)
-    assert {e.name for e in errors} >= {"U_l0", "W_l0", "b_l0", "V", "c"}  # U is checked: the seed had no dU
+    assert {e.name for e in errors} >= {"U_l0", "W_l0", "b_l0", "V", "c"}  # U is checked: the tutorial had no dU
     assert max(e.relative for e in errors) < 1e-6
 
 
@@ -137,7 +137,7 @@ def test_weights_load_from_torch_with_both_biases_summed():
     assert loss_value == pytest.approx(float(torch_value), rel=1e-12)
 
 
-# -- the seed's bugs, fixed --------------------------------------------------------------------------
+# -- the tutorial's bugs, fixed --------------------------------------------------------------------------
 def test_update_changes_every_parameter():
     net = ref.ElmanNetwork(F_IN, H, O, num_layers=2, activation="relu", loss="ce", seed=3)
     x, y = random_problem(6, "ce", True)
@@ -181,7 +181,7 @@ def test_backward_leaves_the_stored_forward_pass_untouched(activation):
         np.testing.assert_array_equal(a, b)
 
 
-# -- truncated BPTT and the seed's window --------------------------------------------------------------
+# -- truncated BPTT and the tutorial's window --------------------------------------------------------------
 def test_tbptt_windows_split_by_length_and_reach_back_k2():
     windows = ref.tbptt_windows(10, 3, 5)
     assert [(w.start, w.first, w.end) for w in windows] == [(0, 0, 3), (1, 3, 6), (4, 6, 9), (5, 9, 10)]
@@ -267,8 +267,8 @@ def test_tbptt_refuses_a_bidirectional_network():
         ref.tbptt_train_sequence(net, x, y, 2, 2, lr=0.1)
 
 
-def torch_seed_window(encoder, head, x, y, k, loss):
-    """The seed's window under autograd: each scored step's loss from the state k steps back."""
+def torch_lookback(encoder, head, x, y, k, loss):
+    """The tutorial's window under autograd: each scored step's loss from the state k steps back."""
     seq_len = x.shape[1]
     every_step = y.dim() == (2 if loss == "ce" else 3)
     scored = range(seq_len) if every_step else [seq_len - 1]
@@ -287,12 +287,12 @@ def torch_seed_window(encoder, head, x, y, k, loss):
 
 @pytest.mark.parametrize("k,num_layers,loss,every_step", [(3, 1, "ce", True), (2, 2, "mse", True),
                                                           (4, 1, "ce", False), (20, 1, "ce", True)])
-def test_seed_window_matches_its_definition_under_autograd(k, num_layers, loss, every_step):
+def test_lookback_matches_its_definition_under_autograd(k, num_layers, loss, every_step):
     net = ref.ElmanNetwork(F_IN, H, O, num_layers, "relu", loss, seed=9)
     x, y = random_problem(8, loss, every_step, seed=3)
     encoder, head = torch_twin(net, "relu", "native")
-    loss_value, grads = ref.seed_window_gradients(net, x, y, k)
-    torch_value, torch_grads = torch_seed_window(encoder, head, torch.from_numpy(x), torch.from_numpy(y), k, loss)
+    loss_value, grads = ref.lookback_gradients(net, x, y, k)
+    torch_value, torch_grads = torch_lookback(encoder, head, torch.from_numpy(x), torch.from_numpy(y), k, loss)
     assert loss_value == pytest.approx(torch_value, rel=1e-12)
     assert_same_gradients(grads, torch_grads)
     if k >= 8:  # a window as long as the sequence is full BPTT
@@ -301,10 +301,10 @@ def test_seed_window_matches_its_definition_under_autograd(k, num_layers, loss, 
             np.testing.assert_allclose(grads[name], full[name], rtol=1e-12, atol=1e-15)
 
 
-def test_seed_window_sets_the_update():
+def test_lookback_sets_the_update():
     net = ref.ElmanNetwork(F_IN, H, O, 1, "tanh", "ce", seed=2)
     x, y = random_problem(6, "ce", True)
-    _, grads = ref.seed_window_gradients(net, x, y, k=2)
+    _, grads = ref.lookback_gradients(net, x, y, k=2)
     before = net.params()["U_l0"].copy()
     net.update(0.2)
     np.testing.assert_allclose(net.params()["U_l0"], before - 0.2 * grads["U_l0"], atol=1e-15)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from rnnexp.build import build_datamodule
-from rnnexp.data.synthetic import AddingDataModule, CopyMemoryDataModule, SeedToyDataModule
+from rnnexp.data.synthetic import AddingDataModule, CopyMemoryDataModule, WorkedExampleDataModule
 from rnnexp.errors import ConfigError
 from rnnexp.training import train
 
@@ -94,13 +94,13 @@ def test_copy_memory_baselines_are_the_memoryless_predictors_scores():
     assert abs(accuracy - data.task.baseline) < 0.05
 
 
-def test_seed_toy_is_the_seeds_example():
-    x, d = SeedToyDataModule().prepare().splits[0][torch.arange(1)]
+def test_worked_example_is_the_seeds_example():
+    x, d = WorkedExampleDataModule().prepare().splits[0][torch.arange(1)]
     assert x.tolist() == [[[1.0, 2.0, 3.0], [2.0, 3.0, 4.0]]] and d.tolist() == [[1.0, 2.0]]
-    assert SeedToyDataModule().task.kind == "regress_each"
+    assert WorkedExampleDataModule().task.kind == "regress_each"
 
 
-@pytest.mark.parametrize("data", ["adding", "copy_memory", "seed_toy"])
+@pytest.mark.parametrize("data", ["adding", "copy_memory", "worked_example"])
 @pytest.mark.parametrize("seq_len", [0, -5])
 def test_non_positive_seq_len_is_refused(make_cfg, data, seq_len):
     cfg = make_cfg(SHRINK + [f"data={data}", f"data.seq_len={seq_len}"], shrink=False)
@@ -115,7 +115,7 @@ def test_adding_needs_one_step_in_each_half():
         adding(train_size=0)
 
 
-@pytest.mark.parametrize("data", ["adding", "copy_memory", "seed_toy"])
+@pytest.mark.parametrize("data", ["adding", "copy_memory", "worked_example"])
 def test_data_configs_declare_their_metric(make_cfg, data):
     cfg = make_cfg(SHRINK + [f"data={data}"], shrink=False)
     module = build_datamodule(cfg)

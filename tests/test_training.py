@@ -110,8 +110,8 @@ def test_unknown_cell_name_is_refused_with_the_valid_names(make_cfg):
     assert record["status"] == "failed" and "cell.name" in record["error"]
 
 
-def test_seed_lstm_preset_is_the_tensorflow_example(make_cfg):
-    cfg = make_cfg(["experiment=seed_lstm"], shrink=False)
+def test_tf_example_lstm_preset_is_the_tensorflow_example(make_cfg):
+    cfg = make_cfg(["experiment=tf_example_lstm"], shrink=False)
     assert cfg.cell.name == "lstm" and cfg.cell.forget_bias == 1.0
     assert cfg.model.hidden_size == 128 and cfg.model.readout == "last_output"
     assert cfg.model.head_init == "normal" and not cfg.model.bidirectional
@@ -119,13 +119,13 @@ def test_seed_lstm_preset_is_the_tensorflow_example(make_cfg):
     assert cfg.data.batch_size == 128 and cfg.data.order == "row"
     assert cfg.trainer.max_steps == 10000 and cfg.callbacks.step_printer.every_n_steps == 200
     assert cfg.evaluation.report_first_n == 128
-    bi = make_cfg(["experiment=seed_bilstm"], shrink=False)
-    assert bi.model.bidirectional and bi.optimizer.name == "sgd" and bi.name == "seed_bilstm"
-    adam = make_cfg(["experiment=seed_lstm_adam"], shrink=False)
+    bi = make_cfg(["experiment=tf_example_bilstm"], shrink=False)
+    assert bi.model.bidirectional and bi.optimizer.name == "sgd" and bi.name == "tf_example_bilstm"
+    adam = make_cfg(["experiment=tf_example_lstm_adam"], shrink=False)
     assert adam.optimizer.name == "adam" and adam.trainer.max_steps == 10000
 
 
-@pytest.mark.parametrize("preset", ["seed_lstm_adam", "seed_bilstm", "fashion_lstm"])
+@pytest.mark.parametrize("preset", ["tf_example_lstm_adam", "tf_example_bilstm", "fashion_lstm"])
 def test_every_preset_trains(make_cfg, preset):
     cfg = make_cfg([f"experiment={preset}", "debug=fast", "data.source=bundled", "data.dataset=mnist",
                     "trainer.max_steps=2", "trainer.max_epochs=1"], shrink=False)
@@ -133,7 +133,7 @@ def test_every_preset_trains(make_cfg, preset):
 
 
 def test_seed_preset_reports_first_128_accuracy_and_prints_step_lines(make_cfg, capsys):
-    cfg = make_cfg(["experiment=seed_lstm", "debug=fast", "data.source=bundled", "trainer.max_steps=4",
+    cfg = make_cfg(["experiment=tf_example_lstm", "debug=fast", "data.source=bundled", "trainer.max_steps=4",
                     "callbacks.step_printer.every_n_steps=2", "trainer.limit_test_batches=1.0"], shrink=False)
     record = train(cfg)
     assert record["global_step"] == 4

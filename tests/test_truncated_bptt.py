@@ -24,7 +24,7 @@ SMALL = ["debug=fast", "threads=1", "cell=rnn", "model.hidden_size=4", "optimize
 SIZES = ["data.train_size=6", "data.batch_size=6", "data.val_size=2", "data.test_size=2"]
 COPY = ["data=copy_memory", "data.seq_len=3", *SIZES]      # 23 steps, a label at each
 ADDING = ["data=adding", "data.seq_len=9", *SIZES]         # 9 steps, one target at the end
-SEED_TOY = ["data=seed_toy", "data.seq_len=5"]             # the seed's sequence, continued to 5 steps
+WORKED_EXAMPLE = ["data=worked_example", "data.seq_len=5"]             # the tutorial's sequence, continued to 5 steps
 
 
 def build(make_cfg, overrides):
@@ -88,8 +88,8 @@ def oracle_tbptt(module, batch, k1, k2, lr, epochs, clip=0.0, lr_factor=1.0):
     return params, losses
 
 
-def oracle_seed_window(module, batch, k, lr):
-    """The seed's variant: one update, the loss at tau back-propagating through steps
+def oracle_lookback(module, batch, k, lr):
+    """The tutorial's variant: one update, the loss at tau back-propagating through steps
     max(1, tau-k+1)..tau from s_{tau-k} held constant; all with the parameters at the start."""
     params = {n: p.detach().clone().requires_grad_() for n, p in module.named_parameters()}
     x, y = batch
@@ -174,15 +174,15 @@ def test_epoch_and_plateau_schedulers_step_under_truncation(make_cfg):
     assert plateau.last_epoch == 3  # stepped once per epoch, each time with val/loss
 
 
-def test_seed_window_matches_its_definition(make_cfg):
+def test_lookback_matches_its_definition(make_cfg):
     # an LSTM: (h, c) start states batched across windows (the reference below covers Elman cells)
-    initial, module, trainer, batch = fit(make_cfg, COPY + ["cell=lstm", "bptt=seed_window", "bptt.k1=4"])
+    initial, module, trainer, batch = fit(make_cfg, COPY + ["cell=lstm", "bptt=lookback", "bptt.k1=4"])
     assert trainer.global_step == 1
-    assert_params_equal(module, oracle_seed_window(initial, batch, 4, lr=0.5))
+    assert_params_equal(module, oracle_lookback(initial, batch, 4, lr=0.5))
 
 
-def test_seed_window_equals_truncated_on_a_final_target(make_cfg):
-    _, seed, _, _ = fit(make_cfg, ADDING + ["bptt=seed_window", "bptt.k1=4"])
+def test_lookback_equals_truncated_on_a_final_target(make_cfg):
+    _, seed, _, _ = fit(make_cfg, ADDING + ["bptt=lookback", "bptt.k1=4"])
     _, truncated, _, _ = fit(make_cfg, ADDING + ["bptt=truncated", "bptt.k1=4"])
     assert_params_equal(truncated, dict(seed.named_parameters()), tol=1e-12)
 
@@ -241,12 +241,12 @@ def test_truncated_gradient_matches_reference(make_cfg, task, k1, k2, layers):
     assert_matches_reference(module, net)
 
 
-@pytest.mark.parametrize("task, k", [(COPY, 4), (ADDING, 4), (SEED_TOY, 2)], ids=["each", "final", "seed_toy"])
-def test_seed_window_gradient_matches_reference(make_cfg, task, k):
-    from rnnexp.bptt.reference import seed_window_gradients
+@pytest.mark.parametrize("task, k", [(COPY, 4), (ADDING, 4), (WORKED_EXAMPLE, 2)], ids=["each", "final", "worked_example"])
+def test_lookback_gradient_matches_reference(make_cfg, task, k):
+    from rnnexp.bptt.reference import lookback_gradients
 
-    module, net, x, y = fit_against_reference(make_cfg, task + ["bptt=seed_window", f"bptt.k1={k}"])
-    seed_window_gradients(net, x, y, k)
+    module, net, x, y = fit_against_reference(make_cfg, task + ["bptt=lookback", f"bptt.k1={k}"])
+    lookback_gradients(net, x, y, k)
     net.update(0.5)
     assert_matches_reference(module, net)
 
@@ -254,13 +254,13 @@ def test_seed_window_gradient_matches_reference(make_cfg, task, k):
 # -- refusals -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("overrides, key", [
     (["bptt=truncated", "model.bidirectional=true"], "bptt.name='truncated'"),
-    (["bptt=seed_window", "model.bidirectional=true"], "bptt.name='seed_window'"),
+    (["bptt=lookback", "model.bidirectional=true"], "bptt.name='lookback'"),
     (["bptt=truncated", "bptt.k1=10", "bptt.k2=5"], "bptt.k2=5"),
     (["bptt=truncated", "bptt.k1=0"], "bptt.k1=0"),
     (["bptt=truncated", "bptt.k1=-3"], "bptt.k1=-3"),
     (["bptt=truncated", "bptt.k1=4", "bptt.k2=0"], "bptt.k2=0"),
     (["bptt=truncated", "bptt.k1=2.5"], "bptt.k1=2.5"),
-    (["bptt=seed_window", "bptt.k1=4", "bptt.k2=6"], "bptt.k2=6"),
+    (["bptt=lookback", "bptt.k1=4", "bptt.k2=6"], "bptt.k2=6"),
     (["bptt=truncated", "bptt.name=chunked"], "bptt.name='chunked'"),
 ])
 def test_refusals_name_key_and_value(make_cfg, overrides, key):

@@ -1,6 +1,6 @@
 """Backpropagation through time written out by hand in NumPy: the oracle for every gradient.
 
-The seed's Elman layer, batched and corrected. Symbols (one layer; a stack feeds s^{l-1}_t in as x_t):
+The tutorial's Elman layer, batched and corrected. Symbols (one layer; a stack feeds s^{l-1}_t in as x_t):
 
     a_t = U x_t + W s_{t-1} + b          U [H, F], W [H, H], b [H]       x_t [B, F], s_t [B, H]
     s_t = f(a_t)                         f in tanh | relu | sigmoid | identity
@@ -16,7 +16,7 @@ The seed's Elman layer, batched and corrected. Symbols (one layer; a stack feeds
         dU += delta_t^T x_t     dW += delta_t^T s_{t-1}     db += sum_batch delta_t
         dL/dx_t = delta_t U     (what a stacked layer below receives)
 
-The seed's three bugs and where they are fixed: its update() changed W but not U (here
+The tutorial's three bugs and where they are fixed: its update() changed W but not U (here
 `ElmanLayer.update` steps U, W and b, and the networks also V and c); it computed no gradient for U
 (`dU` above); its backward overwrote the stored states with f'(.) (here f' is computed from the
 stored pre-activations into new arrays; stored states are never written after `forward`).
@@ -39,7 +39,7 @@ API (x is [B, T, F], batch first like torch; steps are numbered 0..T-1 in Python
              or a dict {step: target [B] / [B, O]} for any set of scored steps.
 
     bptt_gradients(net, x, targets, initial_state=None) -> (loss, grads)         full BPTT
-    seed_window_gradients(net, x, targets, k, initial_state=None) -> (loss, grads)
+    lookback_gradients(net, x, targets, k, initial_state=None) -> (loss, grads)
     tbptt_windows(seq_len, k1, k2) -> [Window(start, first, end)]
     tbptt_train_sequence(net, x, targets, k1, k2, lr, initial_state=None, losses=None) -> [grads]
     torch_named_gradients(grads, encoder_prefix="", head_prefix="head.") -> {torch name: array}
@@ -58,7 +58,7 @@ back-propagates the loss of its own scored steps through those steps only (the s
 constant) and, if it scored any step, takes one SGD step p -= lr * grad. A window without scored
 steps (all but the last of a final-target task) only advances the state. k1 = k2 = T is full BPTT.
 
-seed_window(k): the seed's variant. One update per sequence, all computed with the parameters at
+lookback(k): the tutorial's variant. One update per sequence, all computed with the parameters at
 the start of the sequence; the loss at step tau back-propagates through steps tau-k+1 .. tau only.
 """
 
@@ -100,7 +100,7 @@ def _numpy(value) -> np.ndarray:
 
 
 class ElmanLayer:
-    """s_t = f(U x_t + W s_{t-1} + b), one step per `forward` call, as in the seed."""
+    """s_t = f(U x_t + W s_{t-1} + b), one step per `forward` call, as in the tutorial."""
 
     def __init__(self, input_size: int, hidden_size: int, activation: str = "tanh", seed=0):
         if activation not in ACTIVATIONS:
@@ -153,7 +153,7 @@ class ElmanLayer:
         return dx
 
     def update(self, lr: float) -> None:
-        """Gradient descent on every parameter (the seed stepped W only)."""
+        """Gradient descent on every parameter (the tutorial stepped W only)."""
         self.U -= lr * self.grads["U"]
         self.W -= lr * self.grads["W"]
         self.b -= lr * self.grads["b"]
@@ -238,7 +238,7 @@ class ElmanNetwork:
             for d, layer in enumerate(pair):
                 yield f"_l{l}" + ("_reverse" if d else ""), layer
 
-    # -- parameters, in the seed's names with torch's layer suffixes ------------------------------
+    # -- parameters, in the tutorial's names with torch's layer suffixes ------------------------------
     def params(self) -> dict[str, np.ndarray]:
         named = {}
         for suffix, layer in self._named_layers():
@@ -356,12 +356,12 @@ def bptt_gradients(net: ElmanNetwork, x, targets, initial_state=None) -> tuple[f
     return loss, net.gradients()
 
 
-def seed_window_gradients(net: ElmanNetwork, x, targets, k: int, initial_state=None) -> tuple[float, dict]:
-    """The seed's windowed gradient: step tau's loss reaches back through steps tau-k+1..tau only.
+def lookback_gradients(net: ElmanNetwork, x, targets, k: int, initial_state=None) -> tuple[float, dict]:
+    """The tutorial's windowed gradient: step tau's loss reaches back through steps tau-k+1..tau only.
 
     Sums, over the scored steps, the full-BPTT gradient of that step's loss from the state k steps
     before it (a constant), all with the current parameters; the result is also set on `net`, so
-    `net.update(lr)` makes the seed's one update per sequence.
+    `net.update(lr)` makes the tutorial's one update per sequence.
     """
     if k < 1:
         raise ValueError(f"k={k} must be >= 1")

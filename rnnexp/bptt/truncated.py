@@ -20,7 +20,7 @@ step alive and the backward pass would run to the start of the sequence: that is
 its memory. k1 = k2 = T is one window: full BPTT exactly. k1 >= T is accepted for that reason
 (a sweep over k can include the sequence length) and logged as a notice rather than refused.
 
-`SeedWindowBPTT` is the seed's variant: one update per sequence, with the parameters at its start;
+`LookbackBPTT` is the tutorial's variant: one update per sequence, with the parameters at its start;
 the loss at step tau back-propagates through steps max(1, tau - k + 1) .. tau only.
 
 Both run under Lightning's manual optimisation, where Lightning neither clips gradients nor steps
@@ -56,8 +56,8 @@ def truncated_from_config(node, bidirectional: bool, seq_len: int):
                           hint="a backward direction reads every later step, so the sequence "
                                "cannot be cut causally; use bptt=full or model.bidirectional=false")
     k1, k2 = _window_length(node, "k1"), _window_length(node, "k2")
-    if name == "seed_window" and k2 != k1:
-        raise ConfigError("bptt.k2", k2, f"equal to bptt.k1 ({k1}) for bptt=seed_window",
+    if name == "lookback" and k2 != k1:
+        raise ConfigError("bptt.k2", k2, f"equal to bptt.k1 ({k1}) for bptt=lookback",
                           hint="its one look-back length is bptt.k1")
     if k2 < k1:
         raise ConfigError("bptt.k2", k2, f"an integer >= bptt.k1 ({k1})",
@@ -65,7 +65,7 @@ def truncated_from_config(node, bidirectional: bool, seq_len: int):
     if k1 >= seq_len:
         log.warning("bptt.k1=%d >= data.seq_len=%d: one window covers the whole sequence, so "
                     "bptt=%s is full BPTT here", k1, seq_len, name)
-    return TruncatedBPTT(k1, k2) if name == "truncated" else SeedWindowBPTT(k1)
+    return TruncatedBPTT(k1, k2) if name == "truncated" else LookbackBPTT(k1)
 
 
 def _window_length(node, key: str) -> int:
@@ -176,11 +176,11 @@ def _advance(module, x, start: int, stop: int, state):
     return detach_state(state)
 
 
-class SeedWindowBPTT(_Optimisation):
-    """The seed's variant: one update per sequence; the loss at step tau sees steps
+class LookbackBPTT(_Optimisation):
+    """The tutorial's variant: one update per sequence; the loss at step tau sees steps
     max(1, tau - k + 1) .. tau, starting from s_{tau - k} as a constant."""
 
-    name = "seed_window"
+    name = "lookback"
 
     def __init__(self, k: int):
         self.k = int(k)

@@ -1,4 +1,4 @@
-"""What the person watching a run sees: the progress bar and the seed's per-step log line."""
+"""What the person watching a run sees: the progress bar and the tutorial's per-step log line."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from rnnexp.callbacks.cadence import StepCadence
 
 
 class StepPrinter(pl.Callback):
-    """Print the seed's log line every N optimizer steps:
+    """Print the tutorial's log line every N optimizer steps:
     `Step 200, Minibatch Loss= 0.5123, Training Accuracy= 0.84400`.
 
     Reads the batch the module last trained on, so it costs nothing between prints.
@@ -39,7 +39,7 @@ class StepPrinter(pl.Callback):
             scored_prediction, scored_target = pl_module._scored(prediction, target)
             accuracy = (scored_prediction.argmax(-1) == scored_target).float().mean()
             line += f", Training Accuracy= {float(accuracy):.5f}"
-        # print, not log: this line is for the person watching, like the seed's print statement
+        # print, not log: this line is for the person watching, like the tutorial's print statement
         pl_module.print(line)
 
 

@@ -1,6 +1,6 @@
 """Sequence MNIST and Fashion-MNIST: each 28 x 28 image read as a sequence.
 
-    order=row       28 steps of 28 pixels (the seed's TensorFlow examples)
+    order=row       28 steps of 28 pixels (the tutorial's TensorFlow examples)
     order=pixel     784 steps of 1 pixel, scan-line order
     order=permuted  784 steps of 1 pixel under one fixed permutation drawn from `permutation_seed`
 

@@ -4,7 +4,7 @@
                   values ~ U[0, 1], one marker in each half; predict the sum of the two marked values.
     copy_memory   (Arjovsky et al. 2016) 10 symbols from 8 letters, a gap of T steps ending in a
                   delimiter, then recall the 10 symbols: T + 20 steps, a label at every step.
-    seed_toy      the seed's two-step example, x = [1, 2, 3], [2, 3, 4] and d = [1], [2].
+    worked_example      the tutorial's two-step example, x = [1, 2, 3], [2, 3, 4] and d = [1], [2].
 
 Each split is drawn from its own generator, numpy's default_rng([seed, split]), so the test set
 does not change when the training set grows, and the same seed always gives the same data.
@@ -127,8 +127,8 @@ class CopyMemoryDataModule(SyntheticDataModule):
         return inputs, torch.from_numpy(targets)
 
 
-class SeedToyDataModule(InMemoryDataModule):
-    """The seed's example: one sequence, x_1 = [1, 2, 3], x_2 = [2, 3, 4] with targets d_1 = 1,
+class WorkedExampleDataModule(InMemoryDataModule):
+    """The tutorial's example: one sequence, x_1 = [1, 2, 3], x_2 = [2, 3, 4] with targets d_1 = 1,
     d_2 = 2, squared error at each step. `seq_len` > 2 continues the pattern (x_t = [t, t+1, t+2],
     d_t = t). The same sequence serves as train, val and test: the task is for debugging and for
     checking gradients by hand, not for generalising."""
@@ -152,4 +152,4 @@ class SeedToyDataModule(InMemoryDataModule):
         return tuple(InMemorySequences(*(a.clone() for a in self.sequence())) for _ in SPLITS)
 
     def describe(self) -> dict:
-        return {"data/source_used": "seed_toy"}
+        return {"data/source_used": "worked_example"}

@@ -13,7 +13,7 @@ class TaskSpec:
          classify_last   one label per sequence, read after the last step (sequence MNIST)
          regress_last    one real target per sequence (the adding problem)
          classify_each   one label per step (copy memory)
-         regress_each    one real target per step (the seed's two-step toy)
+         regress_each    one real target per step (the tutorial's two-step toy)
     input_size:   features per time step
     output_size:  classes (classification) or 1 (regression)
     seq_len:      time steps per sequence

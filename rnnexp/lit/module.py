@@ -43,7 +43,7 @@ class SequenceModel(pl.LightningModule):
         self.readout_kind = readout
         self.head = nn.Linear(encoder.output_size, task.output_size)
         if head_init == "normal":
-            # tf.random_normal in the seed's examples: weights and biases ~ N(0, 1).
+            # tf.random_normal in the tutorial's examples: weights and biases ~ N(0, 1).
             nn.init.normal_(self.head.weight)
             nn.init.normal_(self.head.bias)
         self.optimizer_factory = optimizer_factory
@@ -246,7 +246,7 @@ class SequenceModel(pl.LightningModule):
     def test_step(self, batch, batch_idx):
         prediction = self._evaluate(batch, "test", self.test_metric)
         if self.report_first_n and self._test_seen < self.report_first_n:
-            # The seed's TensorFlow examples report accuracy on the first 128 test images only.
+            # The tutorial's TensorFlow examples report accuracy on the first 128 test images only.
             take = self.report_first_n - self._test_seen
             correct = prediction[:take].argmax(-1) == batch[1][:take]
             self._first_n_correct += correct.sum()
@@ -268,7 +268,7 @@ class SequenceModel(pl.LightningModule):
     # optimisation only - configure_gradient_clipping (Lightning's default: clips with
     # trainer.gradient_clip_val when one is set), and steps the optimizer.
     def on_before_optimizer_step(self, optimizer):
-        # Manual optimisation (bptt=truncated|seed_window): Lightning clips nothing, so clip here,
+        # Manual optimisation (bptt=truncated|lookback): Lightning clips nothing, so clip here,
         # once per optimizer.step() of the strategy. Automatic (bptt=full): Lightning clips next, in
         # configure_gradient_clipping, with trainer.gradient_clip_val: not here, or it would clip twice.
         if not self.automatic_optimization and self.gradient_clip_val > 0:

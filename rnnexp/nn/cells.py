@@ -1,4 +1,4 @@
-"""The recurrent cells written out, one equation per line, in the seed's symbols.
+"""The recurrent cells written out, one equation per line, in the tutorial's symbols.
 
     x_t      input at step t                    [B, F]
     s_t      state after step t                 [B, H]   (h_t for LSTM and GRU; LSTM also has c_t)
