@@ -90,7 +90,7 @@ class SequenceModel(pl.LightningModule):
         return self.decode(outputs, state), state
 
     def decode(self, outputs: torch.Tensor, state):
-        """The prediction from the encoder's outputs and final state (rnnexp.gradient_flow feeds
+        """The prediction from the encoder's outputs and final state (rnnexp.callbacks.gradient_flow feeds
         it an encoder unrolled step by step)."""
         if self.task.kind == "classify_each":
             return self.head(outputs)
@@ -251,7 +251,7 @@ class SequenceModel(pl.LightningModule):
             correct = prediction[:take].argmax(-1) == batch[1][:take]
             self._first_n_correct += correct.sum()
         self._test_seen += len(batch[0])
-        return prediction  # read by rnnexp.figures.TestFigures (confusion matrix / scatter)
+        return prediction  # read by rnnexp.callbacks.test_figures.TestFigures (confusion matrix / scatter)
 
     def on_test_epoch_end(self):
         self.log(f"hp/test_{self.metric_name}", self.test_metric.compute())
