@@ -38,7 +38,6 @@ DOCUMENTED = {
 # Underscored methods of the standard library's namedtuple, public by its documentation.
 PUBLIC_UNDERSCORED = frozenset({"_asdict", "_replace", "_make", "_fields", "_field_defaults"})
 
-BENCH_REWRITE = "rnnexp/bench is being rewritten (issue 14 item 2)"
 
 
 def is_private(name: str) -> bool:
@@ -274,8 +273,7 @@ def _parts() -> list:
     """One case per subpackage of rnnexp/ and one for the modules directly in it."""
     parts = [pytest.param(".", id="rnnexp")]
     for sub in sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()):
-        marks = [pytest.mark.xfail(strict=False, reason=BENCH_REWRITE)] if sub == "bench" else []
-        parts.append(pytest.param(sub, id=f"rnnexp.{sub}", marks=marks))
+        parts.append(pytest.param(sub, id=f"rnnexp.{sub}"))
     return parts
 
 

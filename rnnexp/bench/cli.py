@@ -17,13 +17,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import os
 import platform
 import sys
 import time
 import traceback
-import warnings
 from pathlib import Path
 
 import torch
@@ -101,15 +99,11 @@ def main(argv=None) -> int:
             parser.error(f"--{flag.replace('_', '-')} {unknown}: allowed values are {', '.join(allowed)}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device here (torch.cuda.is_available() is False)")
-    import pytorch_lightning  # noqa: F401  (its import sets its loggers' levels: ours come after it)
     from rich.console import Console
 
     from rnnexp.bench.config import compose_run_config
     from rnnexp.build import configure_torch
 
-    for name in ("pytorch_lightning", "lightning_fabric"):  # start-up notices say nothing about a timing
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*(does not have many workers|The given NumPy array is not writable)")
     # flush_denormal as a run has it, set before torch's first parallel op so that the intra-op
     # threads take it too (each CPU thread has its own flag): the in-process sections train like runs
     configure_torch(compose_run_config([f"threads={args.threads}"], "/tmp"))

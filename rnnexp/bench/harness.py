@@ -18,11 +18,6 @@ SCRIPT = Path(sys.executable).with_name("rnnexp-train")  # as a researcher runs 
 TRAIN = [str(SCRIPT)] if SCRIPT.is_file() else [sys.executable, "-m", "rnnexp.train"]
 
 
-def per_epoch(step_s: float, batch_size: int) -> float:
-    """A step's time extrapolated to a 60k-sample epoch."""
-    return step_s * -(-60_000 // batch_size)
-
-
 def synchronize(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()

@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import io
 import json
+import logging
 import math
 import os
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -25,6 +28,7 @@ from rnnexp.nn.recurrent import readout
 
 VARIANTS = ("plain", "plain, 2nd copy", "rnnexp, bar off", "rnnexp, bar on")
 TARGETS = {"rnnexp, bar off": 1.05, "rnnexp, bar on": 1.10}
+EPOCH = 60_000  # step times are extrapolated to an epoch of 60k samples
 BASE = {"seq_len": 28, "hidden_size": 128, "batch_size": 128}
 GPU_CHECK = {"name": "GPU: explicit+compile / cuDNN native, LSTM-128 (scaling, --device cuda)", "value": None,
              "target": None, "detail": "unmeasured: run rnnexp-bench --device cuda --only scaling --scaling-backends "
@@ -71,8 +75,11 @@ def run_epoch(a) -> dict:
     never reads rows rnnexp's step has just pulled into the caches. "plain, 2nd copy": a second plain
     loop in rnnexp's place, whose ratio is the method's bias and noise (1 when there is none). Each
     repeat is a fresh Trainer and fresh plain models; per variant the median of the repeats' ratios."""
-    import pytorch_lightning as pl
+    import pytorch_lightning as pl  # its import sets its loggers' levels: ours come after it
 
+    for name in ("pytorch_lightning", "lightning_fabric"):  # start-up notices say nothing about a timing
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*(does not have many workers|The given NumPy array is not writable)")
     with tempfile.TemporaryDirectory(prefix="rnnexp-bench-epoch-") as scratch:
         runs = iter(range(10_000))
 
@@ -142,13 +149,17 @@ def run_epoch(a) -> dict:
     return {"setup": setup, "rows": rows, "checks": checks}
 
 
+@functools.lru_cache  # composing takes a good part of a second; scaling asks for one config many times
+def model_config(*overrides: str):
+    return compose_run_config(list(overrides), tempfile.gettempdir())
+
+
 def training_step(a, cell: str, backend: str, seq_len: int, hidden_size: int, batch_size: int, features: int = 0,
-                  *overrides: str):
+                  overrides: tuple[str, ...] = ()):
     """A step (forward, cross-entropy, backward, Adam) of the config's encoder and a linear head on its
     final state, on one batch of random images as T steps of 784 / T pixels (or `features`), seed 0."""
-    cfg = compose_run_config([f"cell={cell}", f"model.backend={backend.removesuffix('+compile')}",
-                              f"model.hidden_size={hidden_size}", f"model.compile={backend.endswith('+compile')}",
-                              *overrides], tempfile.gettempdir())
+    cfg = model_config(f"cell={cell}", f"model.backend={backend.removesuffix('+compile')}",
+                       f"model.hidden_size={hidden_size}", f"model.compile={backend.endswith('+compile')}", *overrides)
     build.configure_torch(cfg)  # denormal flushing as a run has it (threads=0 in cfg: the caller's stay)
     features, device = features or 784 // seq_len, a.device
     torch.manual_seed(0)
@@ -179,7 +190,7 @@ def run_backends(a) -> dict:
         wall, cpu = ({b: statistics.median(t[b]) for b in backends} for t in (timer.wall, timer.cpu_s))
         for b in backends:
             rows.append({"cell": cell, "backend": b, "step_ms": 1e3 * wall[b], "step_ms_min": 1e3 * min(timer.wall[b]),
-                         "cpu_step_ms": 1e3 * cpu[b], "epoch_s": harness.per_epoch(wall[b], a.batch_size),
+                         "cpu_step_ms": 1e3 * cpu[b], "epoch_s": wall[b] * math.ceil(EPOCH / a.batch_size),
                          "ratio": wall[b] / wall["native"], "cpu_ratio": cpu[b] / cpu["native"], "seq_len": 28,
                          "warmup_s": sum(warmup.wall[b]), **pick(a, "hidden_size", "batch_size", "threads")})
             target = 1.3 if b == "explicit+compile" and cell == "lstm" else None
@@ -216,7 +227,7 @@ def bptt_row(a, strategy: str) -> dict:
                          enable_model_summary=False, callbacks=[Probe()])
     trainer.fit(module, train_dataloaders=batch_loader(data, a.batch_size, shuffle=False))
     step_s = statistics.fmean(timer.wall["s"])
-    return {"strategy": strategy, "step_s": step_s, "epoch_s": harness.per_epoch(step_s, a.batch_size),
+    return {"strategy": strategy, "step_s": step_s, "epoch_s": step_s * math.ceil(EPOCH / a.batch_size),
             "optimizer_steps_per_batch": trainer.global_step / (a.bptt_steps + 1), "peak_growth_mb": memory[1]}
 
 
@@ -233,11 +244,10 @@ def run_bptt(a) -> dict:
 def denormal_row(a, flush: bool) -> dict:
     """In a fresh process (set before torch's first parallel op, the flag reaches every intra-op
     thread): `denormal_repeats` steps on pixel sequences, each of a fresh model from the same seed."""
-    model = (a.cell, "native", a.seq_len, a.hidden_size, a.batch_size, 1, f"flush_denormal={flush}")
-    timer = harness.StepTimer()
-    timer.step("warm-up", training_step(a, *model[:2], 28, *model[3:]))  # loads the kernels
-    for _ in range(a.denormal_repeats):
-        timer.step("s", training_step(a, *model))
+    timer, flush_override = harness.StepTimer(), (f"flush_denormal={flush}",)
+    timer.step("warm-up", training_step(a, a.cell, "native", 28, a.hidden_size, a.batch_size, 1, flush_override))
+    for _ in range(a.denormal_repeats):  # the warm-up loaded the kernels
+        timer.step("s", training_step(a, a.cell, "native", a.seq_len, a.hidden_size, a.batch_size, 1, flush_override))
     return {"setting": f"denormals {'flushed' if flush else 'kept'}", "flush_denormal": flush,
             "step_s": statistics.median(timer.wall["s"]), "all_s": timer.wall["s"]}
 
@@ -349,7 +359,7 @@ def scaling_rows(a, kind: str) -> list[dict]:
             timer.step("s", step)
         step_s = statistics.fmean(timer.wall["s"])
         rows[i] = {"cell": cell, "backend": backend, **point, "step_ms": 1e3 * step_s,
-                   "epoch_s": harness.per_epoch(step_s, point["batch_size"]), "timed_steps": len(timer.wall["s"])}
+                   "epoch_s": step_s * math.ceil(EPOCH / point["batch_size"]), "timed_steps": len(timer.wall["s"])}
     return rows
 
 
