@@ -132,7 +132,7 @@ def fit_loss_scaled(make_cfg, overrides):
 
     build_trainer's Trainer with the plugin in place of trainer.precision (Lightning takes one or
     the other); trainer.gradient_clip_val goes to Lightning under automatic optimisation only, and
-    the NoProfiler and hook dispatch are rnnexp's, as build_trainer does."""
+    the NoProfiler is rnnexp's, as build_trainer does."""
     cfg, datamodule, module = build(make_cfg, overrides)
     node = OmegaConf.to_container(cfg.trainer, resolve=True)
     for key in ("_target_", "precision", "gradient_clip_val", "profiler"):

@@ -141,8 +141,8 @@ def test_switched_off_callbacks_are_left_out_and_hooks_are_not_profiled_unless_a
     from pytorch_lightning.profilers import SimpleProfiler
 
     from rnnexp.build import build_callbacks, build_trainer
-    from rnnexp.callbacks.progress import StepPrinter
     from rnnexp.callbacks.gradient_flow import GradientFlow
+    from rnnexp.callbacks.progress import StepPrinter
     from rnnexp.lit.profiler import NoProfiler
 
     kinds = {type(cb) for cb in build_callbacks(make_cfg([]))}
