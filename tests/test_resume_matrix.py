@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -80,8 +81,10 @@ def cli(venv_bin: Path, args: list[str], cwd: Path, fault: str | None = None) ->
         env.pop(name, None)
     if fault:
         env["RNNEXP_FAULT"] = fault
+    # SIGINT at its default disposition, as a terminal's Ctrl-C finds it, even when this suite runs
+    # in the background (a shell's background jobs start with SIGINT ignored, and keep it so)
     return subprocess.run([str(venv_bin / "rnnexp-train"), *args], cwd=cwd, env=env, capture_output=True, check=False,
-                          text=True, timeout=300)
+                          text=True, timeout=300, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def record_of(run_dir: Path) -> dict:
