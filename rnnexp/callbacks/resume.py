@@ -136,7 +136,13 @@ class ExactResume(pl.Callback):
             restore_rng_streams(restored["rng"])
         if restored["epoch"] == trainer.current_epoch:
             self.epoch, self.batches_done = trainer.current_epoch, int(restored["batches_done"])
-            trainer.train_dataloader.sampler.skip_batches = self.batches_done
+            sampler = trainer.train_dataloader.sampler
+            if not hasattr(sampler, "skip_batches"):
+                raise RuntimeError(
+                    f"resuming mid-epoch needs a training sampler that can skip the {self.batches_done} batches "
+                    f"already trained on (rnnexp.data.loaders.EpochBatchSampler); this data module's "
+                    f"{type(sampler).__name__} cannot, and would train them again")
+            sampler.skip_batches = self.batches_done
 
     def on_train_epoch_start(self, trainer, pl_module):
         self.epoch, self.batches_done = trainer.current_epoch, 0
