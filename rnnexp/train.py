@@ -108,7 +108,20 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    sys.argv = [sys.argv[0], *resume_arguments(sys.argv[1:])]
+    arguments = resume_arguments(sys.argv[1:])
+    if "--help" in arguments or "-h" in arguments:
+        from rnnexp.train_help import help_text
+
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        overrides = [a for a in arguments if a not in ("--help", "-h", "-m", "--multirun")]
+        try:
+            print(help_text(overrides))
+        except (HydraException, OmegaConfBaseException) as exc:
+            _fail(f"{str(exc).splitlines()[0]} (rnnexp-train --help lists each group's options)", EXIT_BAD_INPUT)
+        return
+    sys.argv = [sys.argv[0], *arguments]
     _hydra_main()
 
 

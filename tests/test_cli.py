@@ -72,10 +72,25 @@ def test_help_and_cfg_answer_without_training(venv_bin, tmp_path):
 
 
 def test_help_lists_every_config_group_and_the_composed_config(venv_bin, tmp_path):
-    # the listing is Hydra's own, from the files of each config group
+    # the listing comes from the files of each config group in conf/, nested groups included
     result = run_cli(venv_bin, ["--help"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "cell: gru, irnn, lstm, rnn" in result.stdout
     assert "bptt: full, lookback, truncated" in result.stdout
+    assert "hydra/launcher: joblib, submitit_local, submitit_slurm" in result.stdout
+    assert "\nhydra: " not in result.stdout  # always used, never picked
     assert "hidden_size: 128" in result.stdout  # the composed config follows the groups
     assert not (tmp_path / "outputs").exists()
+
+
+def test_help_composes_the_overrides_it_is_given(venv_bin, tmp_path):
+    result = run_cli(venv_bin, ["--help", "cell=gru", "model.hidden_size=7"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "name: gru" in result.stdout and "hidden_size: 7" in result.stdout
+
+
+def test_help_with_an_unknown_option_is_one_line_naming_it(venv_bin, tmp_path):
+    result = run_cli(venv_bin, ["--help", "cell=foo"], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "rnnexp-train: error: In 'train': Could not find 'cell/foo' (rnnexp-train --help lists each group's options)"]

@@ -274,3 +274,20 @@ print(torch.get_num_threads(), int((x * 1.0).count_nonzero()))
     threads, nonzero = map(int, done.stdout.split()[-2:])
     assert threads == 2
     assert nonzero == (0 if flush else 4_000_000)
+
+
+def test_torchmetrics_mean_metric_lacks_what_the_running_loss_sum_does():
+    # Why the module keeps its own sum (lit/module.py): should torchmetrics change either of these,
+    # MeanMetric can replace it. A nan must stay in the sum (DivergenceGuard tests it) and the
+    # mean must weight each batch by its size.
+    import torchmetrics
+
+    keeps_nan = torchmetrics.MeanMetric(nan_strategy="disable")
+    keeps_nan.update(torch.tensor(1.0), 3)
+    keeps_nan.update(torch.tensor(2.0), 1)
+    assert float(keeps_nan.compute()) == pytest.approx(1.5)  # unweighted: (1 + 2) / 2, not 1.25
+    for strategy in ("warn", "ignore"):
+        drops_nan = torchmetrics.MeanMetric(nan_strategy=strategy)
+        drops_nan.update(torch.tensor(1.0), 3)
+        drops_nan.update(torch.tensor(float("nan")), 1)
+        assert float(drops_nan.compute()) == 1.0  # the nan is gone: no divergence to see

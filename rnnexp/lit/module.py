@@ -75,7 +75,10 @@ class SequenceModel(pl.LightningModule):
         self.metric_name = metric
         self.register_buffer("_first_n_correct", torch.zeros((), dtype=torch.long), persistent=False)
         # The epoch's training loss, summed over samples: a running tensor sum costs nothing per step,
-        # where a `self.log(..., on_epoch=True)` walks Lightning's result collection every step. Not in
+        # where a `self.log(..., on_epoch=True)` walks Lightning's result collection every step.
+        # Not torchmetrics.MeanMetric: it keeps a nan only with nan_strategy="disable", which then
+        # drops the weights (the short last batch would count as much as a full one), and its other
+        # strategies test for nan with a host sync every step (tests/test_hot_path.py pins both). Not in
         # the state_dict but in resumable checkpoints (on_save_checkpoint): an epoch resumed midway
         # averages all its batches.
         # Inf or nan once any loss of the epoch was: DivergenceGuard tests this one number.
