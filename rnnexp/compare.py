@@ -9,8 +9,14 @@ a partial value never outranks a completed run, and no run is dropped.
 
 Writes into --out (default <sweep dir>/compare/):
   runs.csv, runs.md          the table: swept overrides that vary, metrics, epochs, wall time, params
+  groups.csv, groups.md      runs that differ only in --over (the seed, by default when it varies),
+                             one row per group, best first: n, <metric>_mean, _std, _ci95_low,
+                             _ci95_high (Student's t), <metric>_p_welch (Welch's t-test against the
+                             best group); completed runs with a finite value count, the others are
+                             counted in `excluded`
   curves_<metric>.png        --curve metric vs optimizer step, one line per run
-  bars_<metric>_by_<axis>.png  --metric of the completed runs grouped by --by (bars) and --hue (colours)
+  bars_<metric>_by_<axis>.png  --metric of the completed runs grouped by --by (bars) and --hue
+                             (colours): the mean, with its 95% CI where a bar holds several runs
   gradient_flow.png          runs that recorded it: ||dLoss/ds_t|| relative to the last step
 Imports neither torch nor Lightning: it answers in a second or two.
 """
@@ -26,15 +32,20 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# INFRA_PREFIXES: overrides that say where, not what: never a column, never part of a group
+from rnnexp.seed_stats import INFRA_PREFIXES, SEED_KEYS, group_name, summarize, welch_p_value
+
 RECORD = "metrics.json"
 SKIP_DIRS = {"checkpoints", "figures", "compare", ".hydra", ".submitit"}
-# overrides that say where, not what: never a column
-INFRA_PREFIXES = ("paths.", "hydra.", "hydra/")
 # metrics shown when present, after the sort metric, in this order
 METRIC_COLUMNS = ("hp/val_acc_best", "hp/val_mse_best", "val/acc", "val/mse", "test/acc", "test/mse",
                   "val/loss", "test/loss", "train/loss")
 MAX_BAR_GROUPS = 8  # an axis with more values than this is not chosen for the bar chart by default
 RUN_COLUMNS = ("epochs", "global_step", "wall_time_s", "num_params")
+# the seed-group statistics cover the sort metric and these, when present
+GROUP_METRICS = ("test/acc", "test/mse")
+# a hyper-parameter search's trial (rnnexp's Optuna sweeper): columns shown when a record has them
+TRIAL_COLUMNS = ("trial", "trial_state", "pruned_at_step")
 # the order of the status groups in the table (see rank); statuses not named here follow, by name
 STATUS_ORDER = ("completed", "running", "interrupted", "no record", "failed", "diverged")
 STATUS_STYLE = {"completed": "green", "running": "yellow", "interrupted": "yellow", "failed": "red",
@@ -63,6 +74,16 @@ class Run:
         if value is None and self.curves.get(name):
             value = self.curves[name][-1][1]
         return None if value is None or not math.isfinite(float(value)) else float(value)
+
+    def trial(self) -> dict:
+        """trial number, state and pruned step of a search's trial, from the record's `trial`
+        mapping (number, state, pruned_at_step) or top-level fields; {} for a run outside a search."""
+        trial = self.record.get("trial")
+        trial = trial if isinstance(trial, dict) else {"number": trial} if isinstance(trial, int) else {}
+        values = {"trial": trial.get("number", self.record.get("trial_number")),
+                  "trial_state": trial.get("state", self.record.get("trial_state")),
+                  "pruned_at_step": trial.get("pruned_at_step", self.record.get("pruned_at_step"))}
+        return {k: v for k, v in values.items() if v is not None and not isinstance(v, (dict, list))}
 
     def axis(self, key: str) -> str:
         """A run's value on a sweep axis: its override, else what it logged (cell -> cell.name)."""
@@ -194,17 +215,83 @@ def rank(runs: list[Run], metric: str, maximize: bool) -> list[Run]:
     return sorted(runs, key=key)
 
 
-def table_rows(runs: list[Run], axes: list[str], metrics: list[str], root: Path) -> list[dict]:
+def table_rows(runs: list[Run], axes: list[str], metrics: list[str], root: Path,
+               over: list[str] | None = None) -> list[dict]:
+    """One row per run; with `over` (seed grouping), a `group` column names each run's group."""
+    trial_columns = [c for c in TRIAL_COLUMNS if any(c in run.trial() for run in runs)]
     rows = []
     for position, run in enumerate(runs, 1):
         row = {"rank": position, "status": run.status}
+        row.update({column: run.trial().get(column) for column in trial_columns})
         row.update({axis: run.axis(axis) for axis in axes})
         row.update({m: run.metric(m) for m in metrics})
         for column in RUN_COLUMNS:
             row[column] = run.record.get(column)
         if row["global_step"] is None and run.curves:  # in progress: the furthest step logged
             row["global_step"] = max(points[-1][0] for points in run.curves.values())
+        if over:
+            row["group"] = run_group(run, axes, over)
         row["run_dir"] = os.path.relpath(run.path, root)
+        rows.append(row)
+    return rows
+
+
+# -- groups of seeds -------------------------------------------------------------------------------
+def run_group(run: Run, axes: list[str], over: list[str]) -> str:
+    """The group a run belongs to: its overrides without the `over` keys (seed_stats.group_name,
+    the name TensorBoard shows); runs without overrides are told apart by the axes they vary on."""
+    if run.overrides:
+        return group_name(run.overrides, over)
+    return group_name({a: run.axis(a) for a in axes}, over)
+
+
+def resolve_over(option: str | None, axes: list[str]) -> list[str]:
+    """--over: the seed keys when they vary and no option is given; `none`: no groups."""
+    if not option:
+        return [k for k in SEED_KEYS if k in axes]
+    over = [] if option == "none" else [k.strip() for k in option.split(",") if k.strip()]
+    unknown = [k for k in over if k not in axes]
+    if unknown:
+        raise SystemExit(f"rnnexp-compare: error: --over {option}: {', '.join(unknown)} does not vary between "
+                         f"these runs (keys that vary: {', '.join(axes) or 'none'}); pass one of those, or none")
+    if "seed" in over:  # the data's shuffle seed follows the seed (conf/data: shuffle_seed: ${seed})
+        over += [k for k in SEED_KEYS if k in axes and k not in over]
+    return over
+
+
+def group_rows(runs: list[Run], axes: list[str], over: list[str], sort_metric: str, maximize: bool,
+               metrics: list[str]) -> list[dict]:
+    """One row per group of runs that differ only in `over`, best mean of `sort_metric` first.
+
+    A run counts when it completed with a finite `sort_metric`; the others (running, failed,
+    diverged, NaN) are counted in `excluded`. For each metric: n-run mean, sample std, 95% CI of
+    the mean (Student's t) and Welch's two-sided p-value against the best group (rank 1; none
+    where a group has fewer than 2 runs or neither group any spread)."""
+    keep = [a for a in axes if a not in over]
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run_group(run, axes, over), []).append(run)
+    counted = {name: [r for r in members if r.status == "completed" and r.metric(sort_metric) is not None]
+               for name, members in groups.items()}
+    summaries = {name: {m: summarize(r.metric(m) for r in counted[name]) for m in metrics} for name in groups}
+
+    def key(name: str):
+        mean = summaries[name][sort_metric].mean
+        return (mean is None, 0.0 if mean is None else (-mean if maximize else mean))
+    order = sorted(groups, key=key)
+    best = order[0]
+    rows = []
+    for position, name in enumerate(order, 1):
+        first = groups[name][0]
+        row = {"rank": position, **{a: first.axis(a) for a in keep},
+               "n": len(counted[name]), "excluded": len(groups[name]) - len(counted[name])}
+        for m in metrics:
+            s = summaries[name][m]
+            row.update({f"{m}_mean": s.mean, f"{m}_std": s.std, f"{m}_ci95_low": s.ci95_low,
+                        f"{m}_ci95_high": s.ci95_high})
+            row[f"{m}_p_welch"] = None if name == best else welch_p_value(
+                [r.metric(m) for r in counted[best]], [r.metric(m) for r in counted[name]])
+        row["group"] = name
         rows.append(row)
     return rows
 
@@ -226,8 +313,12 @@ def write_csv(rows: list[dict], path: Path) -> None:
         writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
 
 
+# in the CSV only: too long for a table read by eye
+CSV_ONLY = ("run_dir", "group")
+
+
 def write_markdown(rows: list[dict], path: Path, caption: str) -> None:
-    columns = [c for c in rows[0] if c != "run_dir"]
+    columns = [c for c in rows[0] if c not in CSV_ONLY]
     lines = [caption, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(format_cell(row[c], c).replace("|", "\\|") for c in columns) + " |" for row in rows]
     path.write_text("\n".join(lines) + "\n")
@@ -238,46 +329,20 @@ def print_table(rows: list[dict], caption: str) -> None:
     from rich.table import Table
 
     table = Table(title=caption, title_justify="left", header_style="bold")
-    columns = [c for c in rows[0] if c != "run_dir"]
+    columns = [c for c in rows[0] if c not in CSV_ONLY]
     for column in columns:
         table.add_column(column, justify="right" if column not in ("status",) else "left",
                          overflow="fold")
     for row in rows:
         cells = [format_cell(row[c], c) for c in columns]
-        cells[columns.index("status")] = f"[{STATUS_STYLE.get(row['status'], 'white')}]{row['status']}[/]"
+        if "status" in columns:
+            cells[columns.index("status")] = f"[{STATUS_STYLE.get(row['status'], 'white')}]{row['status']}[/]"
         table.add_row(*cells)
     # piped into a file or CI log there is no terminal width to respect: do not fold the table
     Console(width=None if sys.stdout.isatty() else 250).print(table)
 
 
-# -- the plots -------------------------------------------------------------------------------------
-def run_label(run: Run, axes: list[str]) -> str:
-    label = ", ".join(f"{a}={run.axis(a)}" for a in axes) or run.path.name
-    return label if run.status == "completed" else f"{label} [{run.status}]"
-
-
-def plot_curves(runs: list[Run], axes: list[str], tag: str, path: Path) -> Path | None:
-    from matplotlib.figure import Figure
-
-    plotted = [run for run in runs if run.curves.get(tag)]
-    if not plotted:
-        print(f"rnnexp-compare: no run logged {tag!r}; no learning curves drawn", file=sys.stderr)
-        return None
-    fig = Figure(figsize=(8.0, 4.5), dpi=110)
-    ax = fig.add_subplot()
-    for run in plotted:
-        steps, values = zip(*run.curves[tag])
-        ax.plot(steps, values, marker="o" if len(steps) < 20 else None, markersize=3,
-                linestyle="-" if run.status == "completed" else "--", label=run_label(run, axes))
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel(tag)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    ax.set_title(f"{tag} over training, {len(plotted)} runs")
-    fig.savefig(path, bbox_inches="tight")  # the legend sits outside the axes
-    return path
-
-
+# -- the plots (drawn by rnnexp.compare_plots) ---------------------------------------------------
 def bar_runs(runs: list[Run], metric: str) -> tuple[list[Run], bool]:
     """The runs a bar chart of `metric` averages, in ranked order, and whether they are partial:
     the completed runs that have it; while there are none (a sweep in progress), every run that
@@ -285,76 +350,6 @@ def bar_runs(runs: list[Run], metric: str) -> tuple[list[Run], bool]:
     scored = [run for run in runs if run.metric(metric) is not None]
     completed = [run for run in scored if run.status == "completed"]
     return (completed, False) if completed else (scored, bool(scored))
-
-
-def plot_bars(runs: list[Run], metric: str, by: str, hue: str | None, path: Path) -> Path | None:
-    """Mean of `metric` per (by, hue) cell; whiskers span min..max when a cell holds several runs.
-
-    Only completed runs count, as in the ranking; while none of them has the metric (a sweep
-    still running) the bars show the partial values of the others, and the title says so."""
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    scored, partial = bar_runs(runs, metric)
-    if not scored:
-        print(f"rnnexp-compare: no run has {metric!r}; no bar chart drawn", file=sys.stderr)
-        return None
-    groups = sorted({run.axis(by) for run in scored}, key=natural_key)
-    hues = sorted({run.axis(hue) for run in scored}, key=natural_key) if hue else [""]
-    width = 0.8 / len(hues)
-    fig = Figure(figsize=(max(5.0, 1.2 * len(groups) * max(1, len(hues)) ** 0.5 + 2), 4.2), dpi=110)
-    ax = fig.add_subplot()
-    for j, hue_value in enumerate(hues):
-        means, low, high = [], [], []
-        for group in groups:
-            values = [run.metric(metric) for run in scored
-                      if run.axis(by) == group and (not hue or run.axis(hue) == hue_value)]
-            mean = float(np.mean(values)) if values else np.nan
-            means.append(mean)
-            low.append(mean - min(values) if values else 0.0)
-            high.append(max(values) - mean if values else 0.0)
-        x = np.arange(len(groups)) + (j - (len(hues) - 1) / 2) * width
-        spread = [low, high] if any(low) or any(high) else None  # whiskers only where runs differ
-        bars = ax.bar(x, means, width * 0.95, yerr=spread, capsize=3,
-                      label=f"{hue}={hue_value}" if hue else None)
-        ax.bar_label(bars, labels=[format_cell(m) if math.isfinite(m) else "" for m in means], fontsize=7)
-    ax.set_xticks(np.arange(len(groups)), groups)
-    ax.set_xlabel(by)
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} by {by}" + (f" and {hue}" if hue else "")
-                 + (" (no run completed: partial values)" if partial else ""))
-    if hue:
-        ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
-
-
-def plot_gradient_flow(runs: list[Run], axes: list[str], path: Path) -> Path | None:
-    """g_t / g_T at each run's last gradient-flow record (callbacks.gradient_flow.every_n_steps > 0),
-    one line per run on one log scale: where a line drops, the gradient no longer reaches back."""
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    saved = [(run, np.load(run.path / "figures" / "gradient_flow.npz")) for run in runs
-             if (run.path / "figures" / "gradient_flow.npz").is_file()]
-    if not saved:
-        return None
-    fig = Figure(figsize=(8.0, 4.5), dpi=110)
-    ax = fig.add_subplot()
-    for run, data in saved:
-        norms, step = data["norms"][-1], int(data["steps"][-1])
-        relative = norms / norms[-1] if norms[-1] > 0 else norms
-        relative = np.where(relative > 0, relative, np.nan)  # underflowed to 0: the line stops there
-        ax.semilogy(np.arange(1, len(norms) + 1), relative, label=f"{run_label(run, axes)} (step {step})")
-    ax.set_xlabel("time step t")
-    ax.set_ylabel("||dLoss/ds_t|| / ||dLoss/ds_T||")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    ax.set_title("gradient reaching each time step, relative to the last")
-    fig.savefig(path, bbox_inches="tight")
-    return path
 
 
 def is_categorical(values: set[str]) -> bool:
@@ -391,6 +386,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--metric", help="metric of the bar chart (default: the sort metric)")
     parser.add_argument("--by", help="axis of the bar groups, an override key such as cell (default: the first that varies)")
     parser.add_argument("--hue", help="axis of the bar colours (default: the next that varies; none: one colour)")
+    parser.add_argument("--over", help="comma-separated keys: runs that differ only in them form a group (n, mean, "
+                        "std, 95%% CI, Welch's p); default: seed, when it varies; none: no groups")
     parser.add_argument("--out", type=Path, help="output folder (default: <sweep dir>/compare)")
     parser.add_argument("--no-plots", action="store_true", help="only the table and its files")
     return parser.parse_args(argv)
@@ -422,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     ranked = rank(runs, sort_metric, maximize)
     metrics = [sort_metric] + [m for m in METRIC_COLUMNS if m != sort_metric and
                                any(run.metric(m) is not None for run in runs)]
-    rows = table_rows(ranked, axes, metrics, root)
+    over = resolve_over(args.over, axes)
+    rows = table_rows(ranked, axes, metrics, root, over)
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(
         {s: sum(r.status == s for r in runs) for s in {r.status for r in runs}}.items()))
     caption = (f"{root}: {len(runs)} runs ({statuses}), ranked by {sort_metric} ({'max' if maximize else 'min'})"
@@ -431,12 +429,27 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(rows, out / "runs.csv")
     write_markdown(rows, out / "runs.md", caption)
     written = [out / "runs.csv", out / "runs.md"]
+    if over:
+        group_metrics = [sort_metric] + [m for m in GROUP_METRICS if m != sort_metric and m in metrics]
+        groups = group_rows(runs, axes, over, sort_metric, maximize, group_metrics)
+        excluded = sum(row["excluded"] for row in groups)
+        group_caption = (f"{len(groups)} group{'s' * (len(groups) != 1)} of runs that differ only in "
+                         f"{', '.join(over)}: mean, std and "
+                         f"95% CI (Student's t) over completed runs ({excluded} excluded: not completed "
+                         f"or no value), best {sort_metric} first; p_welch: Welch's t-test against rank 1")
+        print_table(groups, group_caption)
+        write_csv(groups, out / "groups.csv")
+        write_markdown(groups, out / "groups.md", group_caption)
+        written += [out / "groups.csv", out / "groups.md"]
 
     if not args.no_plots:
+        from rnnexp.compare_plots import plot_bars, plot_curves, plot_gradient_flow
+
         tag = args.curve or default_curve(sort_metric)
         written.append(plot_curves(ranked, axes, tag, out / f"curves_{slug(tag)}.png"))
-        # default axes: those with few values (a cell, a direction), not a continuous learning rate
-        few = [a for a in axes if is_categorical({run.axis(a) for run in runs})]
+        # default axes: those with few values (a cell, a direction), not a continuous learning rate,
+        # nor the seeds a group pools
+        few = [a for a in axes if a not in over and is_categorical({run.axis(a) for run in runs})]
         by = args.by or (few[0] if few else None)
         hue = args.hue or next((a for a in few if a != by), None)
         hue = None if hue == "none" else hue

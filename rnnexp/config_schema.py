@@ -78,6 +78,8 @@ RULES: dict[str, Rule] = {
     "callbacks.periodic_checkpoint.every_n_seconds": Rule("a number >= 0 (0 = by steps only)",
                                                           lambda v, cfg: v >= 0, extra_kinds=("float",)),
     "data.download_timeout_s": Rule("a number of seconds > 0", lambda v, cfg: v > 0, extra_kinds=("float",)),
+    "data.test_dir": Rule("a folder holding t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz], or null",
+                          lambda v, cfg: v != "", nullable=True, extra_kinds=("str",)),
 }
 
 

@@ -1,9 +1,14 @@
 """`rnnexp-eval ckpt_path=<file> [key=value ...]`: test a saved checkpoint.
 
-The architecture and data come from the run config stored inside the checkpoint; `key=value`
-arguments change it for this evaluation (e.g. `data.source=local`, `data.dataset=fashion_mnist`).
-An override that changes the architecture (say `model.hidden_size=64`) makes the weights not fit,
-and is reported as such.
+The architecture and data come from the run config stored inside the checkpoint, the
+preprocessing (normalisation, pixel order and permutation) from the data state stored beside it;
+`key=value` arguments change the config for this evaluation (e.g. `data.source=local`).
+`data.test_dir=<folder>` tests on the IDX pair t10k-images-idx3-ubyte[.gz] and
+t10k-labels-idx1-ubyte[.gz] in that folder alone: no training files are read. A checkpoint
+written before the preprocessing was stored falls back to recomputing the normalisation from the
+training files, with a warning (an error naming them when they cannot be found). An override that
+changes the architecture (say `model.hidden_size=64`) makes the weights not fit, and is reported
+as such.
 """
 
 from __future__ import annotations
@@ -12,50 +17,25 @@ import json
 import os
 import sys
 
-USAGE = """usage: rnnexp-eval ckpt_path=<path/to/checkpoint.ckpt> [key=value ...]
+USAGE = """usage: rnnexp-eval ckpt_path=<path/to/checkpoint.ckpt> [data.test_dir=<folder>] [key=value ...]
 
-Tests a checkpoint written by rnnexp-train on its test split and prints the metrics as JSON.
-key=value pairs override the run config stored in the checkpoint, e.g. data.source=bundled.
+Tests a checkpoint written by rnnexp-train on its test split and prints the metrics as JSON, with
+the checkpoint's own preprocessing. data.test_dir=<folder> tests on the IDX files
+t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz] in that folder instead (no training
+files needed). key=value pairs override the run config stored in the checkpoint, e.g. data.source=bundled.
 """
 
 
 def evaluate(ckpt_path: str, overrides: list[str]) -> dict:
-    from omegaconf import OmegaConf
-
-    from rnnexp.checkpoints import load_checkpoint, run_config_of
-    from rnnexp.errors import CheckpointError
-
-    checkpoint = load_checkpoint(ckpt_path)
-    cfg = OmegaConf.create(run_config_of(checkpoint, ckpt_path))
-    for item in overrides:
-        key = item.split("=", 1)[0]
-        if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
-            from rnnexp.errors import ConfigError
-
-            raise ConfigError(key, item.split("=", 1)[1], "a key of the run config (see .hydra/config.yaml)")
-    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
-
     import pytorch_lightning as pl
 
-    from rnnexp.build import build_datamodule, build_module, validate
+    from rnnexp.inference import load_trained
 
-    validate(cfg)
-    pl.seed_everything(int(cfg.seed), verbose=False)
-    datamodule = build_datamodule(cfg)
-    saved_data_state = checkpoint.get(type(datamodule).__qualname__)
-    if saved_data_state:  # the preprocessing the run was trained with (e.g. its pixel permutation)
-        datamodule.load_state_dict(saved_data_state)
-    datamodule.prepare()
-    module = build_module(cfg, datamodule.task)
-    try:
-        module.load_state_dict(checkpoint["state_dict"], strict=True)
-    except RuntimeError as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()][1:4]
-        raise CheckpointError(f"{ckpt_path}: its weights do not fit the model built from this config "
-                              f"(different architecture?): {' '.join(lines)}") from None
+    trained = load_trained(ckpt_path, overrides)
+    trained.prepare_data()
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
-    results = trainer.test(module, datamodule=datamodule, verbose=False)
+    results = trainer.test(trained.module, datamodule=trained.datamodule, verbose=False)
     return {k: float(v) for k, v in (results[0] if results else {}).items()}
 
 

@@ -221,3 +221,130 @@ def test_plots_follow_the_ranking(tmp_path):
     # no run completed yet: the bars show what there is, marked partial
     scored, partial = compare.bar_runs(runs[2:], "val/acc")
     assert [r.path.name for r in scored] == ["run=delta", "run=bravo"] and partial
+
+
+# -- seed groups ----------------------------------------------------------------------------------
+def seed_sweep(root: Path, runs: list[tuple[str, int, str, float | None]], metric: str = "hp/val_acc_best",
+               extra: dict | None = None) -> Path:
+    """Run dirs `cell=<c>,seed=<s>` with only a metrics.json: (cell, seed, status, value)."""
+    for cell, seed, status, value in runs:
+        run_dir = root / f"cell={cell},seed={seed}"
+        run_dir.mkdir(parents=True)
+        record = {"status": status, "overrides": [f"cell={cell}", f"seed={seed}", "debug=fast"],
+                  "metrics": {metric: value, "test/acc": None if value is None else value - 0.01},
+                  "optimized_metric": metric, **(extra or {}).get((cell, seed), {})}
+        (run_dir / "metrics.json").write_text(json.dumps(record))
+    return root
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_seed_groups_give_n_mean_std_ci_and_welch_p(tmp_path, capsys):
+    """Groups of unequal n, one of a single run, one without spread; a failed run and a completed run
+    whose metric is NaN (recorded as null) are left out of the statistics and counted as excluded.
+    The expected values are SciPy 1.17's (t.ppf for the interval, ttest_ind(equal_var=False))."""
+    lstm, gru = [0.81, 0.83, 0.80], [0.78, 0.79, 0.775, 0.77, 0.80]
+    runs = ([("lstm", s, "completed", v) for s, v in enumerate(lstm, 1)]
+            + [("gru", s, "completed", v) for s, v in enumerate(gru, 1)]
+            + [("gru", 6, "failed", 0.99), ("gru", 7, "completed", None), ("gru", 8, "diverged", None)]
+            + [("rnn", 1, "completed", 0.70), ("irnn", 1, "completed", 0.75), ("irnn", 2, "completed", 0.75)])
+    sweep = seed_sweep(tmp_path / "sweep", runs)
+    assert compare.main([str(sweep), "--no-plots"]) == 0  # --over seed by default: the seed varies
+
+    rows = read_csv(sweep / "compare" / "groups.csv")
+    assert [r["cell"] for r in rows] == ["lstm", "gru", "irnn", "rnn"]
+    assert list(rows[0])[:4] == ["rank", "cell", "n", "excluded"] and "seed" not in rows[0]
+    by = {r["cell"]: r for r in rows}
+    assert [(by[c]["n"], by[c]["excluded"]) for c in ("lstm", "gru", "irnn", "rnn")] == [
+        ("3", "0"), ("5", "3"), ("2", "0"), ("1", "0")]
+    m = "hp/val_acc_best"
+    assert float(by["lstm"][f"{m}_mean"]) == pytest.approx(0.8133333333)
+    assert float(by["lstm"][f"{m}_std"]) == pytest.approx(0.0152752523)
+    assert float(by["lstm"][f"{m}_ci95_low"]) == pytest.approx(0.7753875030, abs=1e-9)
+    assert float(by["lstm"][f"{m}_ci95_high"]) == pytest.approx(0.8512791637, abs=1e-9)
+    assert by["lstm"][f"{m}_p_welch"] == ""  # the best group is the reference
+    assert float(by["gru"][f"{m}_mean"]) == pytest.approx(0.783)  # the failed run's 0.99 is not in it
+    assert float(by["gru"][f"{m}_p_welch"]) == pytest.approx(0.04977828399892247, rel=1e-9)
+    assert float(by["irnn"][f"{m}_std"]) == 0.0
+    assert float(by["irnn"][f"{m}_ci95_low"]) == float(by["irnn"][f"{m}_ci95_high"]) == 0.75
+    assert float(by["irnn"][f"{m}_p_welch"]) == pytest.approx(0.018844218960787532, rel=1e-9)
+    assert by["rnn"][f"{m}_std"] == by["rnn"][f"{m}_ci95_low"] == by["rnn"][f"{m}_p_welch"] == ""
+    assert float(by["rnn"][f"{m}_mean"]) == 0.70
+    assert float(by["lstm"]["test/acc_mean"]) == pytest.approx(0.8033333333)  # the test metric too
+    assert by["lstm"]["group"] == "cell=lstm,debug=fast"
+
+    # every run keeps its row in runs.csv, named by its group
+    per_run = read_csv(sweep / "compare" / "runs.csv")
+    assert len(per_run) == len(runs)
+    assert {r["group"] for r in per_run if r["cell"] == "gru"} == {"cell=gru,debug=fast"}
+    markdown = (sweep / "compare" / "groups.md").read_text()
+    assert f"| rank | cell | n | excluded | {m}_mean | {m}_std | {m}_ci95_low | {m}_ci95_high |" in markdown
+    assert "| 1 | lstm | 3 | 0 | 0.8133 | 0.0153 | 0.7754 | 0.8513 | - |" in markdown
+    assert "3 excluded" in capsys.readouterr().out
+
+
+def test_seed_groups_follow_the_metric_direction_and_over_option(tmp_path):
+    sweep = seed_sweep(tmp_path / "sweep", [("a", 1, "completed", 0.1), ("a", 2, "completed", 0.2),
+                                             ("b", 1, "completed", 0.5), ("b", 2, "completed", 0.7)],
+                       metric="val/loss")
+    assert compare.main([str(sweep), "--no-plots"]) == 0
+    assert [r["cell"] for r in read_csv(sweep / "compare" / "groups.csv")] == ["a", "b"]  # loss: lower first
+    (sweep / "compare" / "groups.csv").unlink()
+    assert compare.main([str(sweep), "--no-plots", "--over", "none"]) == 0
+    assert not (sweep / "compare" / "groups.csv").exists()
+    assert "group" not in read_csv(sweep / "compare" / "runs.csv")[0]
+    with pytest.raises(SystemExit, match="--over model.dropout: model.dropout does not vary"):
+        compare.main([str(sweep), "--no-plots", "--over", "model.dropout"])
+    # grouping over the cell instead: one group per seed
+    assert compare.main([str(sweep), "--no-plots", "--over", "cell"]) == 0
+    rows = read_csv(sweep / "compare" / "groups.csv")
+    assert sorted(r["seed"] for r in rows) == ["1", "2"] and {r["n"] for r in rows} == {"2"}
+
+
+def test_trial_columns_appear_only_for_a_search(tmp_path):
+    """A search's trial number, state and pruned step (rnnexp's Optuna sweeper) are columns; read
+    from a `trial` mapping or top-level fields, absent from a sweep that has none."""
+    extra = {("a", 1): {"trial": {"number": 0, "state": "COMPLETE"}},
+             ("a", 2): {"trial_number": 1, "trial_state": "PRUNED", "pruned_at_step": 40}}
+    sweep = seed_sweep(tmp_path / "search", [("a", 1, "completed", 0.5), ("a", 2, "pruned", 0.3)], extra=extra)
+    assert compare.main([str(sweep), "--no-plots", "--over", "none"]) == 0
+    rows = read_csv(sweep / "compare" / "runs.csv")
+    assert list(rows[0])[:5] == ["rank", "status", "trial", "trial_state", "pruned_at_step"]
+    assert [(r["status"], r["trial"], r["trial_state"], r["pruned_at_step"]) for r in rows] == [
+        ("completed", "0", "COMPLETE", ""), ("pruned", "1", "PRUNED", "40")]
+    plain = seed_sweep(tmp_path / "plain", [("a", 1, "completed", 0.5)])
+    assert compare.main([str(plain), "--no-plots"]) == 0
+    assert "trial" not in read_csv(plain / "compare" / "runs.csv")[0]
+
+
+@pytest.mark.slow
+def test_seed_groups_on_a_real_sweep(tmp_path):
+    """`rnnexp-train -m optimizer.lr=1e-9,0.01 seed=1,2,3` (20 steps each): a known outcome, lr 1e-9
+    cannot learn in 20 steps and stays near chance; the compare groups the seeds, ranks lr 0.01
+    first, and its statistics are those of the runs' records."""
+    sweep = tmp_path / "sweep"
+    run_cli(["rnnexp-train", "-m", "optimizer.lr=1e-9,0.01", "seed=1,2,3", "debug=fast", "data.source=bundled",
+             "trainer.max_epochs=5", "threads=1", f"paths.output_root={tmp_path}", f"hydra.sweep.dir={sweep}"],
+            cwd=tmp_path)
+    out = tmp_path / "compare"
+    done = run_cli(["rnnexp-compare", str(sweep), "--out", str(out), "--by", "optimizer.lr"], cwd=tmp_path, timeout=60)
+    assert "groups of runs that differ only in seed" in done.stdout
+    records = [json.loads((d / "metrics.json").read_text()) for d in job_dirs(sweep)]
+    assert len(records) == 6 and {r["status"] for r in records} == {"completed"}
+    values = {0.01: [], 1e-9: []}
+    for r in records:
+        values[r["hparams"]["optimizer.lr"]].append(r["metrics"]["hp/val_acc_best"])
+    rows = read_csv(out / "groups.csv")
+    assert [float(r["optimizer.lr"]) for r in rows] == [0.01, 1e-9]
+    best, chance = rows
+    assert best["n"] == chance["n"] == "3" and len(values[0.01]) == len(values[1e-9]) == 3
+    assert float(best["hp/val_acc_best_mean"]) == pytest.approx(sum(values[0.01]) / 3)
+    assert float(chance["hp/val_acc_best_mean"]) == pytest.approx(sum(values[1e-9]) / 3)
+    assert float(chance["hp/val_acc_best_ci95_high"]) < 0.25 and float(best["hp/val_acc_best_ci95_low"]) > 0.4
+    assert float(chance["hp/val_acc_best_p_welch"]) < 0.01
+    assert best["group"].startswith("data.source=bundled,debug=fast,optimizer.lr=0.01") and "seed" not in best["group"]
+    image = matplotlib.image.imread(out / "bars_hp_val_acc_best_by_optimizer.lr.png")
+    assert image.ndim == 3 and image.shape[1] > 100

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import FASHION_DIR, needs_fashion
 
+from rnnexp.data.base import seeded_split
 from rnnexp.data.idx import IMAGES_MAGIC, read_idx
 from rnnexp.data.images import SequenceImageDataModule, pixel_permutation
 from rnnexp.data.loaders import InMemorySequences
@@ -147,3 +148,109 @@ def test_fashion_mnist_in_torchvision_layout_reads_the_same(tmp_path):
     assert raw.location == str(raw_dir)
     debian = load_raw("fashion_mnist", "local", tmp_path / "none", [str(FASHION_DIR)], 2)
     assert np.array_equal(raw.test_images, debian.test_images)
+
+
+# -- the preprocessing a checkpoint carries; data.test_dir ----------------------------------------
+def write_idx(path: Path, array: np.ndarray, magic: int) -> Path:
+    """An IDX file (gzipped when the name ends in .gz), as MNIST ships them."""
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    payload = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.write_bytes(gzip.compress(payload) if path.suffix == ".gz" else payload)
+    return path
+
+
+def write_test_dir(folder: Path, images: np.ndarray, labels: np.ndarray, gz: bool = True) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    ext = ".gz" if gz else ""
+    write_idx(folder / f"t10k-images-idx3-ubyte{ext}", images, IMAGES_MAGIC)
+    write_idx(folder / f"t10k-labels-idx1-ubyte{ext}", labels, 0x00000801)
+    return folder
+
+
+def checkpoint_round_trip(state: dict, tmp_path: Path) -> dict:
+    """As Lightning saves the data module's state and rnnexp-eval reads it (weights_only=True)."""
+    torch.save({"SequenceImageDataModule": state}, tmp_path / "state.ckpt")
+    return torch.load(tmp_path / "state.ckpt", weights_only=True)["SequenceImageDataModule"]
+
+
+def test_checkpoint_state_holds_the_whole_preprocessing(tmp_path):
+    trained = SequenceImageDataModule(source="bundled", order="permuted", permutation_seed=3,
+                                      limit_train_samples=512).prepare()
+    state = checkpoint_round_trip(trained.state_dict(), tmp_path)
+    # the mean and std are those of the 512 training images only (not validation, not test)
+    train_idx = seeded_split(4000, 400, 0)[0][:512].numpy()
+    pixels = load_bundled("mnist").train_images[train_idx].astype(np.float32) / 255.0
+    assert (state["mean"], state["std"]) == (float(pixels.mean()), float(pixels.std()))
+    assert state["order"] == "permuted" and state["dataset"] == "mnist"
+    assert state["sequence_shape"] == [784, 1] and state["image_shape"] == [28, 28]
+    assert state["class_names"] == [str(d) for d in range(10)]
+    assert state["permutation"] == pixel_permutation(3).tolist()
+
+    # another permutation seed and no limit: the checkpoint's preprocessing wins, and the splits
+    # already built are built again under it
+    other = SequenceImageDataModule(source="bundled", order="permuted", permutation_seed=9).prepare()
+    other.load_state_dict(state)
+    assert other.preprocessing == trained.preprocessing
+    torch.testing.assert_close(other.splits[2].inputs, trained.splits[2].inputs, rtol=0, atol=0)
+
+
+def test_fashion_class_names_are_saved(tmp_path):
+    from rnnexp.data.images import ImagePreprocessing
+    from rnnexp.data.sources import CLASS_NAMES
+
+    saved = ImagePreprocessing("fashion_mnist", "row", 0.286, 0.353, (), CLASS_NAMES["fashion_mnist"])
+    state = checkpoint_round_trip(saved.state(), tmp_path)
+    assert state["class_names"][0] == "T-shirt/top" and state["class_names"][9] == "Ankle boot"
+    assert ImagePreprocessing.from_state(state) == saved
+
+
+def test_test_dir_with_the_checkpoint_preprocessing_reads_no_training_files(tmp_path):
+    trained = SequenceImageDataModule(source="bundled", limit_train_samples=512).prepare()
+    raw = load_bundled("mnist")
+    test_dir = write_test_dir(tmp_path / "new_test", raw.test_images[:300], raw.test_labels[:300], gz=False)
+    # source=local with an empty data_dir: any attempt to read training files would fail
+    fresh = SequenceImageDataModule(source="local", data_dir=str(tmp_path / "nothing"), test_dir=str(test_dir))
+    fresh.load_state_dict(checkpoint_round_trip(trained.state_dict(), tmp_path))
+    fresh.prepare()
+    assert fresh.split_sizes == (0, 0, 300) and fresh.source_used == "test_dir"
+    torch.testing.assert_close(fresh.splits[2].inputs, trained.splits[2].inputs[:300], rtol=0, atol=0)
+    assert fresh.splits[2].targets.tolist() == raw.test_labels[:300].tolist()
+
+
+def test_a_checkpoint_without_saved_preprocessing_recomputes_it_from_the_training_files(tmp_path):
+    """Checkpoints written before the preprocessing was stored hold only a permutation."""
+    trained = SequenceImageDataModule(source="bundled").prepare()
+    raw = load_bundled("mnist")
+    old = SequenceImageDataModule(source="bundled", test_dir=str(write_test_dir(
+        tmp_path / "t", raw.test_images[:10], raw.test_labels[:10])))
+    old.load_state_dict({"permutation": []})
+    assert old.saved_preprocessing is None
+    old.prepare()  # the fallback: statistics of the training split, as at training time
+    assert old.split_sizes == (3600, 400, 10)
+    assert (old.preprocessing.mean, old.preprocessing.std) == (trained.preprocessing.mean, trained.preprocessing.std)
+
+
+def test_test_dir_errors_name_the_folder_and_the_files(tmp_path):
+    saved = SequenceImageDataModule(source="bundled", limit_train_samples=64).prepare().state_dict()
+    for folder, expected in ((tmp_path / "absent", "no such folder"),
+                             (tmp_path / "half", "no t10k-labels-idx1-ubyte[.gz] in it")):
+        if folder.name == "half":
+            folder.mkdir()
+            write_idx(folder / "t10k-images-idx3-ubyte.gz", np.zeros((2, 28, 28), np.uint8), IMAGES_MAGIC)
+        dm = SequenceImageDataModule(source="bundled", test_dir=str(folder))
+        dm.load_state_dict(saved)
+        with pytest.raises(DataNotFoundError, match=f"data.test_dir='{folder}'.*{expected.replace('[', '.').replace(']', '.')}"):
+            dm.prepare()
+    # images and labels of different lengths: the IDX checks name both files
+    bad = tmp_path / "bad"
+    write_test_dir(bad, np.zeros((3, 28, 28), np.uint8), np.zeros(2, np.uint8))
+    dm = SequenceImageDataModule(source="bundled", test_dir=str(bad))
+    dm.load_state_dict(saved)
+    with pytest.raises(DataError, match="has 3 images but .*t10k-labels-idx1-ubyte.gz has 2 labels"):
+        dm.prepare()
+
+
+def test_a_checkpoint_of_another_order_is_refused(tmp_path):
+    saved = SequenceImageDataModule(source="bundled", order="row", limit_train_samples=64).prepare().state_dict()
+    with pytest.raises(ConfigError, match="data.order='pixel' is not valid; allowed: row"):
+        SequenceImageDataModule(source="bundled", order="pixel").load_state_dict(saved)

@@ -38,7 +38,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         return {}
 
     # -- Lightning ----------------------------------------------------------------------------
-    def prepare(self) -> "InMemoryDataModule":
+    def prepare(self) -> InMemoryDataModule:
         """Decode once; idempotent. Called by `setup`, and by the trainer entry point before the
         model is built (the model's sizes come from `task`)."""
         if self.splits is None:

@@ -24,6 +24,12 @@ log = logging.getLogger(__name__)
 
 # torchvision's folder name per data set: <data_dir>/<folder>/raw/<file>[.gz]
 TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+# what each label 0..9 means (Fashion-MNIST: Zalando's README); saved in every checkpoint
+CLASS_NAMES = {
+    "mnist": tuple(str(digit) for digit in range(10)),
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                      "Bag", "Ankle boot"),
+}
 SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60000),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10000),
@@ -55,6 +61,23 @@ def _find(directory: Path, stem: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def load_test_files(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images [N, 28, 28] and int64 labels [N] of the test IDX pair in `folder` (data.test_dir):
+    t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte, each plain or .gz, any number of images."""
+    folder = Path(folder)
+    images_stem, labels_stem, _ = SPLIT_FILES["test"]
+    if not folder.is_dir():
+        raise DataNotFoundError(f"data.test_dir={str(folder)!r}: no such folder; give the folder that holds "
+                                f"{images_stem}[.gz] and {labels_stem}[.gz]")
+    images, labels = _find(folder, images_stem), _find(folder, labels_stem)
+    missing = [f"{stem}[.gz]" for stem, path in ((images_stem, images), (labels_stem, labels)) if path is None]
+    if missing:
+        raise DataNotFoundError(f"data.test_dir={str(folder)!r}: no {' or '.join(missing)} in it; a test set "
+                                f"is the IDX pair {images_stem}[.gz] and {labels_stem}[.gz]")
+    test_x, test_y = read_images_and_labels(images, labels)
+    return test_x, test_y.astype(np.int64)
 
 
 def local_directories(dataset: str, data_dir: Path, system_dirs: list[str]) -> list[Path]:
