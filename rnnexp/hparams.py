@@ -3,11 +3,21 @@
 TensorBoard's HParams table shows runs side by side only when they log the same keys with the
 same types. So the schema is fixed here: one key per swept axis, named as on the command line,
 each with its type; a key that does not apply to a run gets 0 or "none", never a missing value.
+
+What TensorBoard shows without a click: its HParams tab ticks the first five hparams of the
+experiment summary and its first five metrics. The server orders the hparams by (`differs` first,
+then name), the page keeps that order (tensorboard/plugins/hparams/backend_context.py
+`experiment_from_metadata`; the query pane's `_computeHparams`). So the keys a sweep varies are
+declared with `differs` set, and the only metrics declared are the two hp/ ones.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from omegaconf import DictConfig, OmegaConf
+
+from rnnexp.sweep_naming import override_key
 
 # key -> (type, config path it is read from, value when the config has no such key)
 SCHEMA: dict[str, tuple[type, str, object]] = {
@@ -41,8 +51,10 @@ SCHEMA: dict[str, tuple[type, str, object]] = {
     "flush_denormal": (bool, "flush_denormal", True),
 }
 # Facts known only once the run is built, same rule: always present, always this type.
+# `group`: the run's overrides without the seed (rnnexp.seed_stats.group_name, as rnnexp-compare's
+# group column): runs that differ only in their seed share it, so TensorBoard can group them.
 RUNTIME_KEYS: dict[str, type] = {"data.task": str, "data.seq_len": int, "data.source_used": str,
-                                 "model.num_params": int}
+                                 "model.num_params": int, "group": str}
 
 
 def flat_hparams(cfg: DictConfig, runtime: dict) -> dict:
@@ -55,13 +67,37 @@ def flat_hparams(cfg: DictConfig, runtime: dict) -> dict:
     return flat
 
 
+def sweep_hparams(flat: dict, varying_keys: Sequence[str], overrides: Sequence[str]) -> tuple[dict, list[str]]:
+    """`flat` with a column for each key the run's sweep varies, and the names of those columns.
+
+    A swept key is its own column when the schema has it (`model.bidirectional`), the group's name
+    when it picks a config (`cell` -> `cell.name`); any other key gets a string column holding the
+    value its override gave, e.g. `trainer.accumulate_grad_batches` -> "4" (the same type in every
+    job of the sweep, whatever the values).
+    """
+    flat = dict(flat)
+    given = {override_key(o): o.split("=", 1)[1] if "=" in o else "" for o in overrides}
+    columns = []
+    for key in varying_keys:
+        column = f"{key}.name" if key not in flat and f"{key}.name" in flat else key
+        if column not in flat:
+            flat[column] = str(given.get(key, "none"))
+        if column not in columns:
+            columns.append(column)
+    if "seed" in varying_keys and "group" in flat:
+        columns.append("group")  # a seed sweep is read by group: show it beside the seed
+    return flat, columns
+
+
 def hp_metric_names(metric: str) -> list[str]:
     """The HParams dashboard's metric columns; their values are logged as ordinary scalars."""
     return [f"hp/val_{metric}_best", f"hp/test_{metric}"]
 
 
-def write_hparams_summary(writer, hparams: dict, metric_names: list[str]) -> None:
+def write_hparams_summary(writer, hparams: dict, metric_names: list[str], differs: Sequence[str] = ()) -> None:
     """Write the HParams plugin's experiment and session-start summaries, with no metric values.
+
+    `differs`: the hparams the sweep varies (sweep_hparams); TensorBoard shows them first, ticked.
 
     Lightning's TensorBoardLogger.log_hyperparams would also log each metric once with a dummy
     value (hence the familiar hp_metric = -1), and torch's `hparams()` turns bools into numbers;
@@ -79,8 +115,12 @@ def write_hparams_summary(writer, hparams: dict, metric_names: list[str]) -> Non
             return api_pb2.DATA_TYPE_FLOAT64
         return api_pb2.DATA_TYPE_STRING
 
+    unknown = sorted(set(differs) - set(hparams))
+    if unknown:
+        raise ValueError(f"differs names {unknown}, which are not among the hparams")
+    order = [*differs, *(k for k in hparams if k not in differs)]
     experiment = api_pb2.Experiment(
-        hparam_infos=[api_pb2.HParamInfo(name=k, type=data_type(v)) for k, v in hparams.items()],
+        hparam_infos=[api_pb2.HParamInfo(name=k, type=data_type(hparams[k]), differs=k in differs) for k in order],
         metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=m)) for m in metric_names])
     session_start = plugin_data_pb2.SessionStartInfo()
     for key, value in hparams.items():

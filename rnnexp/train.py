@@ -99,7 +99,13 @@ def resume_arguments(argv: list[str]) -> list[str]:
         _fail(f"resume={run_dir}: not an rnnexp run directory (no .hydra/overrides.yaml)", EXIT_BAD_INPUT)
     # No checkpoints/last.ckpt yet (killed before its first): `train` starts the run over there.
     overrides = yaml.safe_load(overrides_file.read_text()) or []
-    return [*overrides, f"hydra.run.dir={run_dir.resolve()}"]
+    # a sweep's job also gets back the keys its sweep varied (its TensorBoard columns)
+    from rnnexp.records import read_record
+    from rnnexp.sweep_naming import job_hydra_overrides
+
+    sweep_keys = (read_record(run_dir) or {}).get("sweep_keys") or []
+    extra = job_hydra_overrides(overrides, sweep_keys, name_folder=False) if sweep_keys else []
+    return [*overrides, *extra, f"hydra.run.dir={run_dir.resolve()}"]
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

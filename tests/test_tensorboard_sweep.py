@@ -4,12 +4,7 @@ serves the sweep's runs with their hparams and real hp/ metric values (not hp_me
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,7 +13,11 @@ from tensorboard.plugins.hparams import metadata
 from test_compare import CELLS, job_dirs, shared_sweep
 from test_figures import ADDING_SHRUNK
 
+from rnnexp.hparams import sweep_hparams, write_hparams_summary
 from rnnexp.training import train
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from hparams_page import TensorBoard  # the server the browser test and the README screenshot use too
 
 
 @pytest.fixture(scope="module")
@@ -60,47 +59,6 @@ def test_runs_of_different_cells_and_tasks_log_the_same_typed_hparams(sweep, mak
     assert tasks == {"classify_last", "regress_last"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def post(port: int, route: str, body: dict) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/data/plugin/hparams/{route}",
-                                     data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
-def query_tensorboard(logdir: Path, log, groups_request: dict, expected: int) -> tuple[list, dict]:
-    """Start TensorBoard on loopback, wait (bounded) until it serves `expected` session groups,
-    return them and the experiment; the server is stopped whatever happens."""
-    port = free_port()
-    # load_fast=false: the Python reader, no separate data-server binary to wait for
-    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
-                               "--host", "127.0.0.1", "--port", str(port), "--load_fast=false"],
-                              stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline, groups = time.monotonic() + 90, []
-        while len(groups) < expected:  # the server starts, then loads the events in the background
-            assert server.poll() is None, f"TensorBoard exited with {server.returncode}; see {log.name}"
-            assert time.monotonic() < deadline, f"TensorBoard did not serve {expected} runs within 90 s"
-            time.sleep(1)
-            try:
-                groups = post(port, "session_groups", groups_request).get("sessionGroups", [])
-            except (urllib.error.URLError, ConnectionError):
-                continue
-        return groups, post(port, "experiment", {"experimentName": ""})
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
 @pytest.mark.slow
 def test_tensorboard_serves_every_run_with_hparams_and_metric_values(sweep, tmp_path):
     records = {d.name: json.loads((d / "metrics.json").read_text()) for d in job_dirs(sweep)}
@@ -109,8 +67,9 @@ def test_tensorboard_serves_every_run_with_hparams_and_metric_values(sweep, tmp_
                       "colParams": [{"hparam": "cell.name", "order": "ORDER_ASC"},
                                     {"metric": {"group": "", "tag": "hp/val_acc_best"}},
                                     {"metric": {"group": "", "tag": "hp/test_acc"}}]}
-    with open(tmp_path / "tensorboard.log", "w") as log:
-        groups, experiment = query_tensorboard(sweep, log, groups_request, expected=len(records))
+    with open(tmp_path / "tensorboard.log", "w") as log, TensorBoard(sweep, log) as board:
+        groups = board.wait_for_runs(len(records), request=groups_request)
+        experiment = board.post("experiment", {"experimentName": ""})
 
     record = next(iter(records.values()))
     types = {info["name"]: info["type"] for info in experiment["hparamInfos"]}
@@ -119,7 +78,11 @@ def test_tensorboard_serves_every_run_with_hparams_and_metric_values(sweep, tmp_
     assert types["optimizer.lr"] == "DATA_TYPE_FLOAT64"
     assert {info["name"]["tag"] for info in experiment["metricInfos"]} == {"hp/val_acc_best", "hp/test_acc"}
 
-    assert {group["name"] for group in groups} == set(records)  # each run named by its overrides
+    # the swept key is declared as differing: TensorBoard's HParams tab shows it first, ticked
+    differs = [info["name"] for info in experiment["hparamInfos"] if info.get("differs")]
+    assert differs == ["cell.name"] and experiment["hparamInfos"][0]["name"] == "cell.name"
+    # each run named by the swept key only (not debug=fast, data.source=bundled, hydra/launcher=joblib)
+    assert {group["name"] for group in groups} == set(records) == {f"cell={cell}" for cell in CELLS}
     assert [group["hparams"]["cell.name"] for group in groups] == sorted(CELLS)  # ORDER_ASC by cell
     for group in groups:
         record = records[group["name"]]
@@ -130,3 +93,44 @@ def test_tensorboard_serves_every_run_with_hparams_and_metric_values(sweep, tmp_
         assert values["hp/val_acc_best"] == pytest.approx(record["metrics"]["hp/val_acc_best"], abs=1e-6)
         assert values["hp/test_acc"] == pytest.approx(record["metrics"]["test/acc"], abs=1e-6)
         assert 0.0 <= values["hp/test_acc"] <= 1.0
+
+
+def test_swept_keys_become_columns_declared_as_differing(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    flat = {"bptt.k1": 0, "cell.name": "gru", "model.bidirectional": True, "optimizer.lr": 0.01}
+    job = ["cell=gru", "model.bidirectional=True", "trainer.accumulate_grad_batches=4", "debug=fast"]
+    hparams, swept = sweep_hparams(flat, ["model.bidirectional", "cell", "trainer.accumulate_grad_batches"], job)
+    # a group picks its config by name; a key outside the schema gets its override's text, as a string
+    assert swept == ["model.bidirectional", "cell.name", "trainer.accumulate_grad_batches"]
+    assert hparams == {**flat, "trainer.accumulate_grad_batches": "4"} and "debug" not in hparams
+    assert sweep_hparams(flat, [], job) == (flat, [])
+
+    writer = SummaryWriter(str(tmp_path))
+    write_hparams_summary(writer, hparams, ["hp/val_acc_best", "hp/test_acc"], swept)
+    with pytest.raises(ValueError, match="seed"):
+        write_hparams_summary(writer, hparams, ["hp/val_acc_best"], ["seed"])
+    writer.close()
+    events = EventAccumulator(str(tmp_path), size_guidance={TENSORS: 0})
+    events.Reload()
+    content = events.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.EXPERIMENT_TAG]
+    experiment = metadata.parse_experiment_plugin_data(content)
+    declared = {info.name: info.differs for info in experiment.hparam_infos}
+    assert declared == {"model.bidirectional": True, "cell.name": True, "trainer.accumulate_grad_batches": True,
+                        "bptt.k1": False, "optimizer.lr": False}
+    assert [m.name.tag for m in experiment.metric_infos] == ["hp/val_acc_best", "hp/test_acc"]
+
+
+def test_a_seed_sweep_shows_each_runs_seed_group_beside_the_seed(make_cfg):
+    from rnnexp.hparams import flat_hparams
+    from rnnexp.seed_stats import group_name
+
+    runtime = {"group": group_name(["cell=gru", "seed=3", "debug=fast"])}
+    flat = flat_hparams(make_cfg(["cell=gru", "seed=3"]), runtime)
+    # the seed's runs share the group: the overrides without the seed, as rnnexp-compare groups them
+    assert flat["group"] == group_name(["seed=4", "debug=fast", "cell=gru"]) == "cell=gru,debug=fast"
+    _, swept = sweep_hparams(flat, ["cell", "seed"], ["cell=gru", "seed=3"])
+    assert swept == ["cell.name", "seed", "group"]
+    _, swept = sweep_hparams(flat, ["cell"], ["cell=gru"])
+    assert swept == ["cell.name"]  # no seed swept: the group says nothing the cell column does not
+    assert flat_hparams(make_cfg([]), {})["group"] == "none"  # always present, always a string
