@@ -28,12 +28,14 @@ rnnexp-train: train one recurrent-network experiment, or sweep many with -m.
 def config_groups(conf_dir: Path = CONF_DIR) -> dict[str, tuple[str, ...]]:
     """Every config group under conf/ (nested ones as `hydra/launcher`) and its options.
 
-    `hydra` itself is not listed: conf/hydra/default.yaml is always used, never picked."""
+    Hydra's own groups are listed one level down (`hydra/launcher`), where a user picks from them;
+    `hydra` itself (conf/hydra/default.yaml, always used) and deeper folders (a launcher's own
+    parts, such as hydra/launcher/rnnexp) are not."""
     groups = {}
     for folder in sorted(p for p in conf_dir.rglob("*") if p.is_dir()):
         group = folder.relative_to(conf_dir).as_posix()
         options = group_options(group)
-        if options and group != "hydra":
+        if options and (not group.startswith("hydra") or group.count("/") == 1):
             groups[group] = options
     return groups
 

@@ -42,6 +42,7 @@ class _Trainer:
     world_size, global_rank, global_step, current_epoch, num_training_batches = 1, 0, 0, 0, 1000
     loggers = ()
     enable_validation, check_val_every_n_epoch, val_check_batch = False, 1, None
+    received_sigterm = False
 
     def __init__(self, strategy=None):
         self.saved = []

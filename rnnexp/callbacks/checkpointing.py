@@ -7,7 +7,10 @@ Written only where the whole training state is at a boundary Lightning knows how
     epoch-interval schedulers stepped) and the best-checkpoint writer,
   - when training ends,
   - on Ctrl-C: the first press asks the run to stop at the next of those boundaries, writes
-    last.ckpt there and exits as interrupted; a second press stops at once.
+    last.ckpt there and exits as interrupted; a second press stops at once,
+  - on SIGTERM (SLURM pre-emption, `scontrol requeue`, `scancel`): Lightning stops training after
+    the batch it arrived in; last.ckpt is written at the end of that batch first, as for Ctrl-C
+    (rnnexp.slurm says which layer handles which signal).
 
 Lightning's own callbacks lack what this needs, so it is one class of its own:
 ModelCheckpoint writes nothing when training starts, writes last.ckpt at an epoch end only
@@ -77,8 +80,8 @@ class LastCheckpoint(Checkpoint):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         due = self.cadence.due(trainer) or (
             self.every_seconds > 0 and time.monotonic() - self._saved_at >= self.every_seconds)
-        stop = self._stop_requested
-        if trainer.world_size > 1:  # every process follows rank 0's clock and Ctrl-C
+        stop = self._stop_requested or trainer.received_sigterm
+        if trainer.world_size > 1:  # every process follows rank 0's clock, Ctrl-C and SIGTERM
             due, stop = trainer.strategy.broadcast((due, stop))
         if batch_idx + 1 >= trainer.num_training_batches or _validation_follows(trainer, batch_idx):
             # Validation follows this batch (and, after the epoch's last batch, the epoch-end
@@ -96,7 +99,7 @@ class LastCheckpoint(Checkpoint):
     def on_train_epoch_end(self, trainer, pl_module):
         self._save(trainer)
         self._deferred = False
-        stop = self._stop_requested
+        stop = self._stop_requested or trainer.received_sigterm
         if trainer.world_size > 1:
             stop = trainer.strategy.broadcast(stop)
         if stop:
@@ -107,8 +110,9 @@ class LastCheckpoint(Checkpoint):
         self._release_ctrl_c()
 
     def on_exception(self, trainer, pl_module, exception):
-        # a second Ctrl-C (or one before training started) stops at once: last.ckpt stays as it was
-        self.interrupted = self.interrupted or isinstance(exception, KeyboardInterrupt)
+        # a second Ctrl-C (or one before training started) stops at once: last.ckpt stays as it was;
+        # so does a SIGTERM that arrived after this batch's check (Lightning then stops the run itself)
+        self.interrupted = self.interrupted or isinstance(exception, KeyboardInterrupt) or trainer.received_sigterm
         self._release_ctrl_c()
 
     # -- Ctrl-C ---------------------------------------------------------------------------------
@@ -134,7 +138,7 @@ class LastCheckpoint(Checkpoint):
     def _stop(self, trainer) -> None:
         self.interrupted = True
         self._release_ctrl_c()
-        raise KeyboardInterrupt(f"stopped on Ctrl-C at step {trainer.global_step}; last.ckpt saved")
+        raise KeyboardInterrupt(f"stopped on Ctrl-C or SIGTERM at step {trainer.global_step}; last.ckpt saved")
 
 
 def _validation_follows(trainer, batch_idx: int) -> bool:
