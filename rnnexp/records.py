@@ -17,9 +17,13 @@ from importlib import metadata
 from pathlib import Path
 
 RECORD_NAME = "metrics.json"
-STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
-# a rerun into the same directory skips these (a diverged run would only diverge again)
-FINAL_STATUSES = ("completed", "diverged")
+STATUSES = ("running", "completed", "failed", "diverged", "interrupted", "pruned")
+# a rerun into the same directory skips these (a diverged run would only diverge again; a pruned
+# one was stopped by its search)
+FINAL_STATUSES = ("completed", "diverged", "pruned")
+# a search trial's run: the Optuna state its status stands for (record field `trial.state`)
+TRIAL_STATES = {"running": "RUNNING", "interrupted": "RUNNING", "completed": "COMPLETE", "pruned": "PRUNED",
+                "failed": "FAIL", "diverged": "FAIL"}
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
@@ -121,5 +125,7 @@ class RunRecord:
         if status is not None:
             assert status in STATUSES, status
             self.data["status"] = status
+        if isinstance(self.data.get("trial"), dict):
+            self.data["trial"]["state"] = TRIAL_STATES[self.data["status"]]
         self.data["wall_time_s"] = round(self.earlier_wall_time + time.time() - self.started, 3)
         write_json_atomic(self.path, self.data)

@@ -23,8 +23,10 @@ CONFIDENCE = 0.95
 # the keys a seed group leaves out: `seed`, and what follows it by default (conf/data/*.yaml
 # sets shuffle_seed: ${seed}, so a run's logged hparams show both varying together)
 SEED_KEYS = ("seed", "data.shuffle_seed")
-# overrides that say where a run goes, not what it is: never part of a group's name
-INFRA_PREFIXES = ("paths.", "hydra.", "hydra/")
+# overrides that say where a run goes, not what it is: never part of a group's name. `trial.*`
+# (storage, study name, number) tells a search's job which trial it is; rnnexp-compare shows the
+# trial's number and state in columns of their own.
+INFRA_PREFIXES = ("paths.", "hydra.", "hydra/", "trial.")
 DEFAULTS_GROUP = "defaults"
 
 

@@ -307,14 +307,20 @@ def test_seed_groups_follow_the_metric_direction_and_over_option(tmp_path):
 def test_trial_columns_appear_only_for_a_search(tmp_path):
     """A search's trial number, state and pruned step (rnnexp's Optuna sweeper) are columns; read
     from a `trial` mapping or top-level fields, absent from a sweep that has none."""
-    extra = {("a", 1): {"trial": {"number": 0, "state": "COMPLETE"}},
-             ("a", 2): {"trial_number": 1, "trial_state": "PRUNED", "pruned_at_step": 40}}
+    search = ["trial.storage=sqlite:///optuna.db", "trial.study_name=s"]
+    extra = {("a", 1): {"trial": {"number": 0, "state": "COMPLETE"},
+                        "overrides": ["cell=a", "seed=1", "trial.number=0", *search]},
+             ("a", 2): {"trial_number": 1, "trial_state": "PRUNED", "pruned_at_step": 40,
+                        "overrides": ["cell=a", "seed=2", "trial.number=1", *search]}}
     sweep = seed_sweep(tmp_path / "search", [("a", 1, "completed", 0.5), ("a", 2, "pruned", 0.3)], extra=extra)
     assert compare.main([str(sweep), "--no-plots", "--over", "none"]) == 0
     rows = read_csv(sweep / "compare" / "runs.csv")
     assert list(rows[0])[:5] == ["rank", "status", "trial", "trial_state", "pruned_at_step"]
     assert [(r["status"], r["trial"], r["trial_state"], r["pruned_at_step"]) for r in rows] == [
         ("completed", "0", "COMPLETE", ""), ("pruned", "1", "PRUNED", "40")]
+    # the overrides that tell a job its trial are neither override columns nor part of a group
+    assert "trial.number" not in rows[0] and "trial.storage" not in rows[0]
+    assert compare.group_name(["cell=a", "trial.number=3", "trial.storage=sqlite:///x.db"]) == "cell=a"
     plain = seed_sweep(tmp_path / "plain", [("a", 1, "completed", 0.5)])
     assert compare.main([str(plain), "--no-plots"]) == 0
     assert "trial" not in read_csv(plain / "compare" / "runs.csv")[0]
