@@ -44,6 +44,8 @@ def quiet_library_noise() -> None:
 
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended.*")
+    # on a machine with SLURM installed, every run outside a job: "The `srun` command is available ... not used"
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
         lambda record: "Tip:" not in str(record.msg))
 
@@ -109,7 +111,7 @@ def train(cfg: DictConfig) -> dict:
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt) or any(
             getattr(cb, "interrupted", False) for cb in built.get("callbacks", []))
-        record.update(error=f"{type(exc).__name__}: {exc}" if not interrupted else "interrupted (Ctrl-C); "
+        record.update(error=f"{type(exc).__name__}: {exc}" if not interrupted else "interrupted (Ctrl-C or SIGTERM); "
                       "continue with rnnexp-train resume=" + str(run_dir))
         record.save("interrupted" if interrupted else "failed")
         raise
@@ -134,7 +136,9 @@ def _train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume_from: Path 
         configure_torch,
     )
     from rnnexp.callbacks.resume import ExactResume
-    from rnnexp.hparams import flat_hparams, hp_metric_names, write_hparams_summary
+    from rnnexp.hparams import flat_hparams, hp_metric_names, sweep_hparams, write_hparams_summary
+    from rnnexp.seed_stats import group_name
+    from rnnexp.sweep_naming import varying_keys_of_job
 
     configure_torch(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -161,17 +165,26 @@ def _train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume_from: Path 
     # started over.
     loggers = build_loggers(cfg, purge_step=logged_batches if continued else None)
     built["callbacks"] = callbacks
+    from rnnexp.callbacks.trial_pruning import TrialPruning
+
+    pruning = next((cb for cb in callbacks if isinstance(cb, TrialPruning)), None)  # a search's trial
+    if pruning is not None:
+        record.update(trial=pruning.record_fields())
     trainer = build_trainer(cfg, callbacks, loggers, manual_optimization=not module.automatic_optimization)
 
     num_params = sum(p.numel() for p in module.parameters() if p.requires_grad)
     runtime = {"data.task": task.kind, "data.seq_len": task.seq_len, "model.num_params": num_params,
+               "group": group_name(_overrides_of(cfg)),
                **{k.replace("/", "."): v for k, v in datamodule.describe().items()}}
-    hparams = flat_hparams(cfg, runtime)
+    # the keys this run's sweep varies come first in TensorBoard's HParams tab
+    sweep_keys = varying_keys_of_job()
+    hparams, swept = sweep_hparams(flat_hparams(cfg, runtime), sweep_keys, _overrides_of(cfg))
     if not continued:  # the first segment already declared them
         for logger in loggers:
             if isinstance(logger, pl.loggers.TensorBoardLogger) and is_global_rank_zero():  # others log nothing
-                write_hparams_summary(logger.experiment, hparams, hp_metric_names(task.main_metric))
-    record.update(hparams=hparams, num_params=num_params,
+                write_hparams_summary(logger.experiment, hparams, hp_metric_names(task.main_metric), swept)
+    # sweep_keys: `rnnexp-train resume=<job dir>` hands them back to the job (rnnexp.train)
+    record.update(hparams=hparams, sweep_keys=sweep_keys, num_params=num_params,
                   split_sizes=dict(zip(("train", "val", "test"), datamodule.split_sizes)))
     record.save("running")
 
@@ -207,7 +220,9 @@ def _train(cfg: DictConfig, run_dir: Path, record: RunRecord, resume_from: Path 
         global_step=trainer.global_step,
         **fit_facts,
     )
-    record.save("completed")
+    if pruning is not None:  # stopped early by the search's pruner: a finished run, marked so
+        record.update(trial=pruning.record_fields())
+    record.save("pruned" if pruning is not None and pruning.pruned_at_step is not None else "completed")
     if is_global_rank_zero():
         _announce(record.data, task.main_metric)
     return record.data
