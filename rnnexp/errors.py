@@ -40,3 +40,8 @@ class DivergenceError(RnnexpError):
     def __init__(self, step: int, what: str, value: float, hint: str):
         self.step, self.what, self.value = step, what, value
         super().__init__(f"diverged at step {step}: {what} is {value} ({hint})")
+
+
+class SearchSpaceError(RnnexpError):
+    """A search-space entry (hparams_search=optuna) Optuna cannot sample; the message names the key
+    and the fix."""

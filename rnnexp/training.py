@@ -109,9 +109,12 @@ def train(cfg: DictConfig) -> dict:
         record.save("diverged")
         raise
     except BaseException as exc:
-        interrupted = isinstance(exc, KeyboardInterrupt) or any(
+        # SystemExit: the process was told to end mid-run, e.g. by submitit's USR2 handler, which
+        # requeues a SLURM job before its time limit and exits; the run itself did not fail.
+        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit)) or any(
             getattr(cb, "interrupted", False) for cb in built.get("callbacks", []))
-        record.update(error=f"{type(exc).__name__}: {exc}" if not interrupted else "interrupted (Ctrl-C or SIGTERM); "
+        record.update(error=f"{type(exc).__name__}: {exc}" if not interrupted else
+                      f"interrupted ({type(exc).__name__ if isinstance(exc, SystemExit) else 'Ctrl-C or SIGTERM'}); "
                       "continue with rnnexp-train resume=" + str(run_dir))
         record.save("interrupted" if interrupted else "failed")
         raise

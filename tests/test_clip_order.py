@@ -130,12 +130,12 @@ def fit_float64(make_cfg, overrides):
 def fit_loss_scaled(make_cfg, overrides):
     """The same run under LossScaledDouble: (module, trainer, its RecordingScaler, step norms).
 
-    build_trainer's Trainer with the plugin in place of trainer.precision (Lightning takes one or
+    build_trainer's Trainer with the plugin in place of trainer.precision and trainer.plugins (Lightning takes one or
     the other); trainer.gradient_clip_val goes to Lightning under automatic optimisation only, and
     the NoProfiler is rnnexp's, as build_trainer does."""
     cfg, datamodule, module = build(make_cfg, overrides)
     node = OmegaConf.to_container(cfg.trainer, resolve=True)
-    for key in ("_target_", "precision", "gradient_clip_val", "profiler"):
+    for key in ("_target_", "precision", "gradient_clip_val", "profiler", "plugins"):
         node.pop(key)
     if module.automatic_optimization:
         node["gradient_clip_val"] = CLIP

@@ -27,9 +27,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from hydra_plugins.rnnexp_optuna_sweeper.search_space import SearchSpaceError, build_space, override_value
+from hydra_plugins.rnnexp_optuna_sweeper.search_space import build_space, override_value
 from hydra_plugins.rnnexp_optuna_sweeper.sweeper import RnnexpOptunaSweeper, job_name
-from rnnexp.errors import ConfigError
+from rnnexp.errors import ConfigError, SearchSpaceError
 
 BIN = Path(sys.executable).parent
 SHRINK = ["debug=fast", "data.source=bundled", "threads=1"]

@@ -214,8 +214,10 @@ def test_requeued_and_time_warned_tasks_resume_from_last_checkpoint(array_sweep)
     # SIGTERM: the run saved last.ckpt at the end of its batch and stopped, as interrupted
     requeued_record = next(r for r in array_sweep["slurm"].values() if r["dir"] == requeued)
     assert requeued_record["resumes"][0]["previous_status"] == "interrupted"
-    # USR2: submitit's handler requeued the task itself
+    # USR2: submitit's handler requeued the task itself and exited (SystemExit): interrupted, not failed
     assert "this job is preempted" in logs[warned] and "Requeued job" in logs[warned]
+    warned_record = next(r for r in array_sweep["slurm"].values() if r["dir"] == warned)
+    assert warned_record["resumes"][0]["previous_status"] == "interrupted"
 
 
 # -- DDP: ranks from SLURM -----------------------------------------------------------------------

@@ -26,11 +26,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, Quote, QuotedString, RangeSweep
 from hydra.errors import HydraException
 
-from rnnexp.errors import RnnexpError
+# in rnnexp.errors, not here: Hydra's plugin scan runs this module again, which would make a
+# second SearchSpaceError class that `except SearchSpaceError` elsewhere does not catch
+from rnnexp.errors import SearchSpaceError
 
-
-class SearchSpaceError(RnnexpError):
-    """A search-space entry Optuna cannot sample; the message names the key and the fix."""
 
 
 @dataclass

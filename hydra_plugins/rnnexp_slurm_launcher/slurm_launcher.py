@@ -34,6 +34,7 @@ from rnnexp.slurm import cluster
 log = logging.getLogger(__name__)
 
 EXIT_BAD_REQUEST, EXIT_STOPPED = 2, 1
+ENDED_SETTLE_S = 15.0
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
                 "DEADLINE", "SPECIAL_EXIT"}
 
@@ -110,6 +111,10 @@ class SlurmLauncher(SubmititSlurmLauncher):
         array_id = jobs[0].job_id.split("_")[0]
         pending_since: dict[str, float] = {}
         listed: set[str] = set()  # tasks squeue has shown: one missing after that has ended
+        # A task requeued (by submitit on USR2, or `scontrol requeue`) shows FAILED or CANCELLED for
+        # a moment before it is PENDING again: every task must look ended, without a result, for
+        # ENDED_SETTLE_S before the sweep is given up.
+        ended_since: float | None = None
         while True:
             waiting = [job for job in jobs if not all(job.task(t).paths.result_pickle.exists()
                                                       for t in range(job.num_tasks))]
@@ -124,10 +129,16 @@ class SlurmLauncher(SubmititSlurmLauncher):
                 listed.update(job_id for job_id in states)
                 ended = {job.job_id: states[job.job_id][0] if job.job_id in states else
                          "gone from the queue" if job.job_id in listed else "not listed yet" for job in waiting}
-                if all(state in FINAL_STATES or state == "gone from the queue" for state in ended.values()):
-                    self._stop_ended(array_id, ended, jobs, overrides)
-                    return  # COMPLETED, its result file not seen yet (a slow shared file system): submitit waits
                 now = time.monotonic()
+                if all(state in FINAL_STATES or state == "gone from the queue" for state in ended.values()):
+                    all_completed = all(state == "COMPLETED" for state in ended.values())
+                    ended_since = now if ended_since is None else ended_since
+                    if all_completed or now - ended_since >= ENDED_SETTLE_S:
+                        self._stop_ended(array_id, ended, jobs, overrides)
+                        return  # COMPLETED, its result file not seen yet (a slow shared file system): submitit waits
+                    time.sleep(self.poll_s)
+                    continue
+                ended_since = None
                 stuck = []
                 for job in waiting:
                     state, reason = states.get(job.job_id, ("", ""))
