@@ -6,6 +6,9 @@ STAMP  := $(VENV)/.installed
 BIN    := $(VENV)/bin
 ARGS   ?=
 PYTEST_ARGS ?=
+# the suite runs on this many pytest-xdist workers, each test file whole on one of them (its module
+# fixtures, the SLURM cluster and the PostgreSQL study stay with one worker); 0 = one process
+PYTEST_JOBS ?= 2
 
 .PHONY: setup train test test-fast lint clean-venv
 
@@ -23,10 +26,10 @@ train: $(STAMP)
 	$(BIN)/rnnexp-train $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_JOBS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check rnnexp tests
