@@ -117,7 +117,7 @@ class RunRecord:
             self.data["resumes"] = previous.get("resumes", []) + [{
                 "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "previous_status": previous.get("status")}]
 
-    def update(self, **fields) -> "RunRecord":
+    def update(self, **fields) -> RunRecord:
         self.data.update(fields)
         return self
 

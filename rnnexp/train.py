@@ -116,10 +116,10 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 def main() -> None:
     arguments = resume_arguments(sys.argv[1:])
     if "--help" in arguments or "-h" in arguments:
-        from rnnexp.train_help import help_text
-
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
+
+        from rnnexp.train_help import help_text
 
         overrides = [a for a in arguments if a not in ("--help", "-h", "-m", "--multirun")]
         try:

@@ -4,6 +4,9 @@ seconds on a 2-core machine (a few batches of the bundled MNIST subset, output i
 from __future__ import annotations
 
 import os
+import subprocess
+import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -61,3 +64,39 @@ def venv_bin() -> Path:
     import sys
 
     return Path(sys.executable).parent
+
+
+# -- a PostgreSQL server (the shared Optuna study of tests/test_optuna_sweeper.py and test_slurm.py) --
+POSTGRES_SCRIPT = REPO / "scripts" / "postgres_server.sh"
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """$RNNEXP_TEST_POSTGRES_URL, or a server of scripts/postgres_server.sh started (and stopped) here."""
+    url = os.environ.get("RNNEXP_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    folder = tempfile.mkdtemp(prefix="rnnexp-postgres-")  # under /tmp: the `postgres` user must reach it
+    env = {**os.environ, "RNNEXP_POSTGRES_DIR": folder}
+    up = subprocess.run([str(POSTGRES_SCRIPT), "up"], env=env, capture_output=True, text=True, timeout=600,
+                        check=False)
+    if up.returncode != 0:
+        lines = up.stderr.strip().splitlines()
+        pytest.skip(f"PostgreSQL cannot start here: {lines[-1] if lines else 'exit ' + str(up.returncode)}")
+    yield up.stdout.strip().splitlines()[-1].split("=", 1)[1]
+    subprocess.run([str(POSTGRES_SCRIPT), "down", "--purge"], env=env, capture_output=True, timeout=120, check=False)
+
+
+@pytest.fixture
+def fresh_database(postgres_url):
+    """A database of this test's own on the server: the workers meet an empty one, as on first use."""
+    import psycopg
+
+    name = f"rnnexp_test_{uuid.uuid4().hex[:12]}"
+    base = postgres_url.rsplit("/", 1)[0]
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    yield f"{base}/{name}"
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -11,8 +11,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import IMAGES, SCALARS, EventAccumulator
 
 from rnnexp.build import build_module
-from rnnexp.data.task import TaskSpec
 from rnnexp.callbacks.gradient_flow import gradient_norms_through_time, unrolled_encoder
+from rnnexp.data.task import TaskSpec
 from rnnexp.training import train
 
 # the adding problem, small: make_cfg's shrink names data.source, which synthetic data has not

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from rnnexp.build import build_module
-from rnnexp.data.task import TaskSpec
 from rnnexp.callbacks.gradient_flow import gradient_norms_through_time, unrolled_encoder
+from rnnexp.data.task import TaskSpec
 
 # (cell overrides, backend): sigmoid and identity Elman cells exist only in the explicit backend
 CASES = [

@@ -14,15 +14,13 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
-from conftest import REPO, compose_config
+from conftest import compose_config
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
@@ -33,7 +31,6 @@ from rnnexp.errors import ConfigError, SearchSpaceError
 
 BIN = Path(sys.executable).parent
 SHRINK = ["debug=fast", "data.source=bundled", "threads=1"]
-POSTGRES_SCRIPT = REPO / "scripts" / "postgres_server.sh"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # heartbeats, stale-trial retries and ask-and-tell with heartbeats: what Optuna calls experimental
 pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
@@ -266,38 +263,6 @@ def test_a_killed_sweepers_trial_is_retried_from_its_last_checkpoint(tmp_path):
 
 
 # -- one study, two workers, on PostgreSQL ------------------------------------------------------------
-@pytest.fixture(scope="session")
-def postgres_url():
-    """$RNNEXP_TEST_POSTGRES_URL, or a server of scripts/postgres_server.sh started (and stopped) here."""
-    url = os.environ.get("RNNEXP_TEST_POSTGRES_URL")
-    if url:
-        yield url
-        return
-    folder = tempfile.mkdtemp(prefix="rnnexp-postgres-")  # under /tmp: the `postgres` user must reach it
-    env = {**os.environ, "RNNEXP_POSTGRES_DIR": folder}
-    up = subprocess.run([str(POSTGRES_SCRIPT), "up"], env=env, capture_output=True, text=True, timeout=600,
-                        check=False)
-    if up.returncode != 0:
-        lines = up.stderr.strip().splitlines()
-        pytest.skip(f"PostgreSQL cannot start here: {lines[-1] if lines else 'exit ' + str(up.returncode)}")
-    yield up.stdout.strip().splitlines()[-1].split("=", 1)[1]
-    subprocess.run([str(POSTGRES_SCRIPT), "down", "--purge"], env=env, capture_output=True, timeout=120, check=False)
-
-
-@pytest.fixture
-def fresh_database(postgres_url):
-    """A database of this test's own on the server: the workers meet an empty one, as on first use."""
-    import psycopg
-
-    name = f"rnnexp_test_{uuid.uuid4().hex[:12]}"
-    base = postgres_url.rsplit("/", 1)[0]
-    with psycopg.connect(postgres_url, autocommit=True) as connection:
-        connection.execute(f"CREATE DATABASE {name}")
-    yield f"{base}/{name}"
-    with psycopg.connect(postgres_url, autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_two_sweepers_on_one_postgresql_study_run_every_trial_once(tmp_path, fresh_database):

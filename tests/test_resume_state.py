@@ -9,7 +9,6 @@ import random
 from pathlib import Path
 
 import numpy as np
-import pytest
 import tomllib
 import torch
 

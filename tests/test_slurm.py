@@ -451,3 +451,40 @@ def test_sigterm_saves_last_checkpoint_at_the_end_of_the_batch_and_stops(tmp_pat
     trainer.received_sigterm = True
     late.on_exception(trainer, None, SystemExit())  # Lightning's SIGTERMException
     assert late.interrupted and trainer.saved == [0]
+
+
+# -- one Optuna study, its workers the tasks of a job array (issue 16 on this cluster) ---------------
+@pytest.mark.slow
+@pytest.mark.slurm
+@pytest.mark.postgres
+def test_a_job_array_of_sweepers_pulls_trials_from_one_postgresql_study(slurm_cluster, fresh_database, tmp_path):
+    """`sbatch --array=0-1` of the same search command on one PostgreSQL study: each task is a sweeper
+    that asks the study for trials; none runs twice, none is lost, the numbers are unique."""
+    import shlex
+
+    import optuna
+    from optuna.trial import TrialState
+
+    search = [str(BIN / "rnnexp-train"), "-m", "hparams_search=optuna", *SHRINK, "trainer.limit_train_batches=2",
+              "cell=gru", "model.hidden_size=32", f"paths.output_root={tmp_path}",
+              f"hydra.sweeper.storage={fresh_database}", "hydra.sweeper.study_name=array",
+              "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=none"]
+    script = tmp_path / "search.sh"
+    # each array task its own sweep folder; $SLURM_ARRAY_TASK_ID is read by the task's shell
+    script.write_text("#!/bin/bash\nset -e\nexport OMP_NUM_THREADS=1\n"
+                      f"{shlex.join(search)} hydra.sweep.dir={tmp_path}/worker$SLURM_ARRAY_TASK_ID\n")
+    done = subprocess.run(["sbatch", "--wait", "--array=0-1", "--cpus-per-task=1", "--mem=1G",
+                           f"--output={tmp_path}/task_%a.log", str(script)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=420, check=False)
+    logs = "".join(p.read_text() for p in sorted(tmp_path.glob("task_*.log")))
+    assert done.returncode == 0, (done.stdout + done.stderr + logs)[-3000:]
+
+    study = optuna.load_study(storage=fresh_database, study_name="array")
+    assert sorted(t.number for t in study.trials) == list(range(4))
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)  # none lost, none left RUNNING
+    runs = [json.loads(p.read_text()) for p in sorted(tmp_path.rglob("metrics.json"))]
+    assert sorted(r["trial"]["number"] for r in runs) == list(range(4))  # each trial ran once
+    assert sorted(len(list((tmp_path / f"worker{i}").rglob("metrics.json"))) for i in range(2)) == [2, 2]
+    for run in runs:
+        assert study.trials[run["trial"]["number"]].user_attrs["run_dir"] == run["run_dir"]
+    assert study.best_value == pytest.approx(max(r["optimized_value"] for r in runs))

@@ -31,7 +31,6 @@ from hydra.errors import HydraException
 from rnnexp.errors import SearchSpaceError
 
 
-
 @dataclass
 class SearchSpace:
     # key -> optuna distribution, in the order given (config first, then the command line)
