@@ -32,8 +32,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# INFRA_PREFIXES: overrides that say where, not what: never a column, never part of a group
-from rnnexp.seed_stats import INFRA_PREFIXES, SEED_KEYS, group_name, summarize, welch_p_value
+from rnnexp.seed_stats import SEED_KEYS, group_name, summarize, welch_p_value
+from rnnexp.sweep_naming import parse_overrides  # leaves out where-not-what keys: paths., hydra., trial.
 
 RECORD = "metrics.json"
 SKIP_DIRS = {"checkpoints", "figures", "compare", ".hydra", ".submitit"}
@@ -120,17 +120,6 @@ def find_runs(paths: list[Path]) -> list[Path]:
                 continue
             dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
     return sorted(dict.fromkeys(found))
-
-
-def parse_overrides(lines: list[str]) -> dict[str, str]:
-    parsed = {}
-    for line in lines:
-        key, sep, value = str(line).partition("=")
-        key = key.lstrip("+~")
-        if sep and not key.startswith(INFRA_PREFIXES):
-            # a swept `true,false` comes back from Hydra as True / False: one spelling for both
-            parsed[key] = value.lower() if value in ("True", "False") else value
-    return parsed
 
 
 def read_overrides(run_dir: Path, record: dict) -> dict[str, str]:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from rnnexp.sweep_naming import override_key
+from rnnexp.sweep_naming import parse_overrides
 
 # key -> (type, config path it is read from, value when the config has no such key)
 SCHEMA: dict[str, tuple[type, str, object]] = {
@@ -76,7 +76,7 @@ def sweep_hparams(flat: dict, varying_keys: Sequence[str], overrides: Sequence[s
     job of the sweep, whatever the values).
     """
     flat = dict(flat)
-    given = {override_key(o): o.split("=", 1)[1] if "=" in o else "" for o in overrides}
+    given = parse_overrides(overrides)
     columns = []
     for key in varying_keys:
         column = f"{key}.name" if key not in flat and f"{key}.name" in flat else key

@@ -19,14 +19,12 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from rnnexp.sweep_naming import parse_overrides
+
 CONFIDENCE = 0.95
 # the keys a seed group leaves out: `seed`, and what follows it by default (conf/data/*.yaml
 # sets shuffle_seed: ${seed}, so a run's logged hparams show both varying together)
 SEED_KEYS = ("seed", "data.shuffle_seed")
-# overrides that say where a run goes, not what it is: never part of a group's name. `trial.*`
-# (storage, study name, number) tells a search's job which trial it is; rnnexp-compare shows the
-# trial's number and state in columns of their own.
-INFRA_PREFIXES = ("paths.", "hydra.", "hydra/", "trial.")
 DEFAULTS_GROUP = "defaults"
 
 
@@ -166,19 +164,9 @@ def group_name(overrides: Mapping[str, object] | Iterable[str], over: Iterable[s
     "cell=lstm,debug=fast". Takes Hydra's override strings or a {key: value} mapping. A swept
     boolean is spelled lower case (Hydra hands back `True` for `true`)."""
     if isinstance(overrides, Mapping):
-        pairs = [(str(k), v) for k, v in overrides.items()]
+        given = parse_overrides(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in overrides.items())
     else:
-        pairs = []
-        for item in overrides:
-            key, sep, value = str(item).partition("=")
-            if sep:
-                pairs.append((key, value))
+        given = parse_overrides(overrides)
     over = set(over)
-    kept = {}
-    for key, value in pairs:
-        key = key.lstrip("+~")
-        if key in over or key.startswith(INFRA_PREFIXES):
-            continue
-        value = str(value).lower() if isinstance(value, bool) or value in ("True", "False") else str(value)
-        kept[key] = value
+    kept = {key: value for key, value in given.items() if key not in over}
     return ",".join(f"{k}={kept[k]}" for k in sorted(kept)) or DEFAULTS_GROUP

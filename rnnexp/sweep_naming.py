@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 # TensorBoard and file systems cope with far more (255 bytes), but a name this long is no longer
 # read at a glance; longer ones keep their first characters and end in a hash of the whole.
@@ -33,6 +33,19 @@ NAME_WITHOUT_OVERRIDES = "job"
 # make subfolders, need quoting, or read as Hydra syntax when the name is passed as an override.
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.=,+@-]+")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.@/-]*$")
+
+
+# overrides that say where a run goes, not what it is: never a column of rnnexp-compare, never part of
+# a seed group's name. `trial.*` (storage, study name, number) tells a search's job which trial it
+# is; rnnexp-compare shows the trial's number and state in columns of their own.
+INFRA_PREFIXES = ("paths.", "hydra.", "hydra/", "trial.")
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
+    """{key: value} of override lines as Hydra records them, less the INFRA_PREFIXES keys; a boolean is
+    spelled lower case (a swept `true,false` comes back from Hydra as True / False)."""
+    return {override_key(o): _value(o) for o in map(str, overrides)
+            if "=" in o and not override_key(o).startswith(INFRA_PREFIXES)}
 
 
 def override_key(override: str) -> str:
