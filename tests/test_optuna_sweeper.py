@@ -128,7 +128,7 @@ def test_hparams_search_composes_rnnexps_sweeper_with_the_tasks_direction(make_c
 @pytest.mark.parametrize("name, kind", [("median", optuna.pruners.MedianPruner),
                                         ("hyperband", optuna.pruners.HyperbandPruner), ("none", optuna.pruners.NopPruner)])
 def test_each_pruner_name_builds_its_optuna_pruner_from_the_configs_settings(name, kind):
-    from hydra_plugins.rnnexp_optuna_sweeper.study import pruner_of
+    from rnnexp.optuna_study import pruner_of
 
     settings = compose_config(["hparams_search=optuna"]).hydra.sweeper.pruning
     assert type(pruner_of(name, settings)) is kind
@@ -141,7 +141,7 @@ def test_a_bad_sweeper_setting_is_one_line_naming_the_key(tmp_path):
 
 
 def test_a_database_that_cannot_be_reached_is_one_line_naming_the_key_without_the_password():
-    from hydra_plugins.rnnexp_optuna_sweeper.study import open_storage
+    from rnnexp.optuna_study import open_storage
 
     with pytest.raises(ConfigError, match=r"^hydra.sweeper.storage='postgresql://me:\*\*\*@127.0.0.1:1/none' is "
                                           r"not valid \(the database could not be opened: .*refused"):

@@ -36,8 +36,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.rnnexp_optuna_sweeper import study as studies
 from hydra_plugins.rnnexp_optuna_sweeper.search_space import build_space, override_value
+from rnnexp import optuna_study as studies
 from rnnexp.errors import ConfigError, RnnexpError
 from rnnexp.sweep_naming import job_dir_name, job_hydra_overrides
 

@@ -41,7 +41,7 @@ class TrialPruning(pl.Callback):
     def setup(self, trainer, pl_module, stage):
         if stage != "fit" or not trainer.is_global_zero or self.trial is not None:
             return
-        from hydra_plugins.rnnexp_optuna_sweeper.study import open_trial, pruner_of
+        from rnnexp.optuna_study import open_trial, pruner_of
 
         self.trial, why = open_trial(self.storage, self.study_name, int(self.trial_number),
                                      pruner_of(self.pruner_name, self.pruning))

@@ -1,7 +1,9 @@
 """One home for what the sweeper and the trials' jobs both build from `hydra.sweeper`: the
 storage, the sampler, the pruner, and (inside a job) the trial it reports to.
 
-Optuna is imported inside the functions: Hydra imports every plugin module on every start.
+Here in rnnexp, not in the sweeper plugin: the trial's job (rnnexp.callbacks.trial_pruning) uses
+it too, and the package does not import from hydra_plugins. Optuna is imported inside the
+functions: the sweeper plugin, which Hydra imports on every start, imports this module.
 """
 
 from __future__ import annotations
