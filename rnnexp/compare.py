@@ -77,13 +77,11 @@ class Run:
 
     def trial(self) -> dict:
         """trial number, state and pruned step of a search's trial, from the record's `trial`
-        mapping (number, state, pruned_at_step) or top-level fields; {} for a run outside a search."""
-        trial = self.record.get("trial")
-        trial = trial if isinstance(trial, dict) else {"number": trial} if isinstance(trial, int) else {}
-        values = {"trial": trial.get("number", self.record.get("trial_number")),
-                  "trial_state": trial.get("state", self.record.get("trial_state")),
-                  "pruned_at_step": trial.get("pruned_at_step", self.record.get("pruned_at_step"))}
-        return {k: v for k, v in values.items() if v is not None and not isinstance(v, (dict, list))}
+        (rnnexp.records: number, state, pruned_at_step once pruned); {} for a run outside a search."""
+        trial = self.record.get("trial") or {}
+        values = {"trial": trial.get("number"), "trial_state": trial.get("state"),
+                  "pruned_at_step": trial.get("pruned_at_step")}
+        return {k: v for k, v in values.items() if v is not None}
 
     def axis(self, key: str) -> str:
         """A run's value on a sweep axis: its override, else what it logged (cell -> cell.name)."""

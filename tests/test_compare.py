@@ -305,12 +305,12 @@ def test_seed_groups_follow_the_metric_direction_and_over_option(tmp_path):
 
 
 def test_trial_columns_appear_only_for_a_search(tmp_path):
-    """A search's trial number, state and pruned step (rnnexp's Optuna sweeper) are columns; read
-    from a `trial` mapping or top-level fields, absent from a sweep that has none."""
+    """A search's trial number, state and pruned step (rnnexp's Optuna sweeper) are columns, read
+    from the record's `trial`; absent from a sweep that has none."""
     search = ["trial.storage=sqlite:///optuna.db", "trial.study_name=s"]
     extra = {("a", 1): {"trial": {"number": 0, "state": "COMPLETE"},
                         "overrides": ["cell=a", "seed=1", "trial.number=0", *search]},
-             ("a", 2): {"trial_number": 1, "trial_state": "PRUNED", "pruned_at_step": 40,
+             ("a", 2): {"trial": {"number": 1, "state": "PRUNED", "pruned_at_step": 40},
                         "overrides": ["cell=a", "seed=2", "trial.number=1", *search]}}
     sweep = seed_sweep(tmp_path / "search", [("a", 1, "completed", 0.5), ("a", 2, "pruned", 0.3)], extra=extra)
     assert compare.main([str(sweep), "--no-plots", "--over", "none"]) == 0
